@@ -1,0 +1,320 @@
+"""The VLSV container: arrays, tags, attributes and the exact footer of the C++ writer.
+
+Layer 1 of vdfzip: knows nothing of physics. A file is opened through a read-only memory map,
+so opening a multi-TiB restart only parses its footer, and reading one array touches only that
+array's pages. The writer reproduces the footer of ``fmihpc/vlsv`` byte for byte (see
+``shared/VLSV.md``): elements sorted by tag (stable), attributes sorted by name, 3-space indent,
+no escaping.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import re
+import struct
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import (
+    ArrayOutOfBoundsError,
+    CorruptFooterError,
+    MissingArrayError,
+    NotVlsvError,
+    TruncatedFileError,
+    UnsupportedFileError,
+)
+from .fileio import atomic_output
+
+HEADER_BYTES = 16
+SIZE_ATTRIBUTES = ("arraysize", "vectorsize", "datasize", "datatype")
+_KIND_OF_DATATYPE = {"int": "i", "uint": "u", "float": "f"}
+_DATATYPE_OF_KIND = {"i": "int", "u": "uint", "f": "float", "b": "uint"}
+_ELEMENT = re.compile(r'<([A-Za-z_][\w.-]*)((?:\s+[^\s=>]+="[^"]*")*)\s*>\s*(\d+)\s*</\1>')
+_ATTRIBUTE = re.compile(r'([^\s=>]+)="([^"]*)"')
+
+
+@dataclass(frozen=True)
+class Element:
+    """One array of a VLSV file: its tag, all its footer attributes (as strings) and offset."""
+
+    tag: str
+    attrs: Mapping[str, str]
+    offset: int
+
+    def _int(self, key: str) -> int:
+        return int(self.attrs[key])
+
+    @property
+    def arraysize(self) -> int:
+        return self._int("arraysize")
+
+    @property
+    def vectorsize(self) -> int:
+        return self._int("vectorsize")
+
+    @property
+    def datasize(self) -> int:
+        return self._int("datasize")
+
+    @property
+    def datatype(self) -> str:
+        return self.attrs["datatype"]
+
+    @property
+    def name(self) -> str | None:
+        return self.attrs.get("name")
+
+    @property
+    def mesh(self) -> str | None:
+        return self.attrs.get("mesh")
+
+    @property
+    def nbytes(self) -> int:
+        return self.arraysize * self.vectorsize * self.datasize
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Little-endian numpy dtype from ``datatype`` and ``datasize``."""
+        kind = _KIND_OF_DATATYPE.get(self.datatype)
+        if kind is None or (kind == "f" and self.datasize not in (2, 4, 8)) or self.datasize not in (1, 2, 4, 8):
+            raise UnsupportedFileError(
+                f"{self.describe()}: datatype {self.datatype!r} with datasize {self.datasize} is not supported"
+            )
+        return np.dtype(f"<{kind}{self.datasize}")
+
+    def matches(self, tag: str, attrs: Mapping[str, str]) -> bool:
+        """True if this element has ``tag`` and every attribute in ``attrs`` (as the C++ reader)."""
+        return self.tag == tag and all(self.attrs.get(k) == str(v) for k, v in attrs.items())
+
+    def describe(self) -> str:
+        """A short human name, e.g. ``BLOCKIDS name=proton``."""
+        keys = [k for k in ("name", "mesh") if k in self.attrs]
+        return " ".join([self.tag] + [f"{k}={self.attrs[k]}" for k in keys])
+
+
+def _parse_footer(text: str, path: Path) -> list[Element]:
+    body = text.strip()
+    if not body.startswith("<VLSV>") or not body.endswith("</VLSV>"):
+        raise CorruptFooterError(f"{path}: the footer is not a <VLSV> element")
+    inner = body[len("<VLSV>") : -len("</VLSV>")]
+    elements, position = [], 0
+    for match in _ELEMENT.finditer(inner):
+        if inner[position : match.start()].strip():
+            raise CorruptFooterError(f"{path}: unparsable footer near {inner[position:match.start()][:60]!r}")
+        position = match.end()
+        attrs = dict(_ATTRIBUTE.findall(match.group(2)))
+        element = Element(match.group(1), attrs, int(match.group(3)))
+        missing = [k for k in SIZE_ATTRIBUTES if k not in attrs]
+        if missing:
+            raise CorruptFooterError(f"{path}: footer element {element.describe()} lacks {', '.join(missing)}")
+        try:
+            element.arraysize, element.vectorsize, element.datasize  # noqa: B018 (validates integers)
+        except ValueError as exc:
+            raise CorruptFooterError(f"{path}: footer element {element.describe()} has a non-integer size") from exc
+        elements.append(element)
+    if inner[position:].strip():
+        raise CorruptFooterError(f"{path}: unparsable footer near {inner[position:][:60]!r}")
+    return elements
+
+
+class VlsvFile:
+    """A VLSV file opened read-only over a memory map. Use :func:`read` to open one."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        with open(self.path, "rb") as handle:
+            self.size = os.fstat(handle.fileno()).st_size
+            if self.size < HEADER_BYTES:
+                raise NotVlsvError(f"{self.path}: not a VLSV file ({self.size} bytes, shorter than the header)")
+            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        endianness, footer = struct.unpack_from("<QQ", self._map, 0)
+        if endianness & 0xFF not in (0, 1) or endianness >> 8:
+            raise NotVlsvError(f"{self.path}: not a VLSV file (bad endianness marker {endianness:#x})")
+        if endianness == 1:
+            raise UnsupportedFileError(f"{self.path}: big-endian VLSV files are not supported")
+        if footer == 0:
+            raise TruncatedFileError(f"{self.path}: footer offset is 0: the writer did not finish this file")
+        if footer < HEADER_BYTES or footer >= self.size:
+            raise TruncatedFileError(
+                f"{self.path}: footer offset {footer} is beyond the end of the file ({self.size} bytes): truncated"
+            )
+        self.footer_offset = footer
+        try:
+            text = self._map[footer:].decode("ascii")
+        except UnicodeDecodeError as exc:
+            raise NotVlsvError(f"{self.path}: not a VLSV file (footer is not ASCII text)") from exc
+        self.elements: tuple[Element, ...] = tuple(_parse_footer(text, self.path))
+        for element in self.elements:
+            if element.offset < HEADER_BYTES or element.offset + element.nbytes > footer:
+                raise ArrayOutOfBoundsError(
+                    f"{self.path}: array {element.describe()} ({element.nbytes} bytes at offset "
+                    f"{element.offset}) runs past the data section, which ends at {footer}"
+                )
+
+    def __enter__(self) -> VlsvFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the map; arrays still referenced keep it alive until they are dropped."""
+        with contextlib.suppress(BufferError):
+            self._map.close()
+
+    def find(self, tag: str, **attrs) -> Element | None:
+        """The first element with ``tag`` and all ``attrs``, or None."""
+        return next((e for e in self.elements if e.matches(tag, attrs)), None)
+
+    def find_all(self, tag: str, **attrs) -> list[Element]:
+        """Every element with ``tag`` and all ``attrs``, in footer order."""
+        return [e for e in self.elements if e.matches(tag, attrs)]
+
+    def element(self, tag: str, **attrs) -> Element:
+        """Like :meth:`find`, but a missing element raises :class:`MissingArrayError`."""
+        found = self.find(tag, **attrs)
+        if found is None:
+            wanted = " ".join([tag] + [f"{k}={v}" for k, v in attrs.items()])
+            raise MissingArrayError(f"{self.path}: no array {wanted}")
+        return found
+
+    def read(self, element: Element | str, **attrs) -> np.ndarray:
+        """The whole array as a read-only view of the map: shape (n,) or (n, vectorsize)."""
+        if isinstance(element, str):
+            element = self.element(element, **attrs)
+        return self.read_rows(element, 0, element.arraysize)
+
+    def read_rows(self, element: Element, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` of an array without touching the others."""
+        if not 0 <= start <= stop <= element.arraysize:
+            raise IndexError(f"rows [{start}, {stop}) outside {element.describe()} of {element.arraysize} rows")
+        dtype, vs = element.dtype, element.vectorsize
+        data = np.frombuffer(self._map, dtype, (stop - start) * vs, element.offset + start * vs * dtype.itemsize)
+        return data if vs == 1 else data.reshape(stop - start, vs)
+
+    def read_text(self, element: Element | str, **attrs) -> str:
+        """A char array (``CONFIG``, ``VERSION``) as text, without trailing NULs."""
+        return self.read(element, **attrs).tobytes().decode("utf-8", errors="replace").rstrip("\0")
+
+    def raw(self, element: Element) -> memoryview:
+        """The array's bytes, unparsed."""
+        return memoryview(self._map)[element.offset : element.offset + element.nbytes]
+
+    def write_order(self) -> list[Element]:
+        """Elements in the order their bytes lie in the file (the order they were written)."""
+        position = {id(e): i for i, e in enumerate(self.elements)}
+        return sorted(self.elements, key=lambda e: (e.offset, e.nbytes > 0, position[id(e)]))
+
+
+def read(path: str | os.PathLike) -> VlsvFile:
+    """Open a VLSV file for reading (memory-mapped; only the footer is parsed)."""
+    return VlsvFile(path)
+
+
+def format_footer(elements: list[Element]) -> bytes:
+    """The footer exactly as the C++ writer prints it, for elements given in write order."""
+    lines = ["<VLSV>"]
+    for e in sorted(elements, key=lambda e: e.tag.encode()):
+        attrs = " ".join(f'{k}="{v}"' for k, v in sorted(e.attrs.items(), key=lambda kv: kv[0].encode()))
+        lines.append(f"   <{e.tag} {attrs}>{e.offset}</{e.tag}>")
+    lines.append("</VLSV>\n")
+    return "\n".join(lines).encode("ascii")
+
+
+def _size_attrs(dtype: np.dtype, arraysize: int, vectorsize: int) -> dict[str, str]:
+    return {
+        "arraysize": str(arraysize),
+        "vectorsize": str(vectorsize),
+        "datasize": str(dtype.itemsize),
+        "datatype": _DATATYPE_OF_KIND[dtype.kind],
+    }
+
+
+class ArraySink:
+    """An array being written piecewise: rows are appended with :meth:`write`."""
+
+    def __init__(self, handle, dtype: np.dtype, vectorsize: int):
+        self._handle, self.dtype, self.vectorsize, self.rows = handle, np.dtype(dtype), vectorsize, 0
+
+    def write(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows)
+        if rows.dtype != self.dtype:
+            raise TypeError(f"expected {self.dtype}, got {rows.dtype}")
+        if rows.size % self.vectorsize:
+            raise ValueError(f"{rows.size} values are not a whole number of rows of {self.vectorsize}")
+        self._handle.write(np.ascontiguousarray(rows).astype(self.dtype.newbyteorder("<"), copy=False).data)
+        self.rows += rows.size // self.vectorsize
+
+
+class VlsvWriter:
+    """Writes a VLSV file atomically: arrays are appended in order, the footer goes last.
+
+    Use as a context manager; the file appears at ``path`` only if the block completes.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.elements: list[Element] = []
+        self._stack = contextlib.ExitStack()
+        self._handle = None
+
+    def __enter__(self) -> VlsvWriter:
+        tmp = self._stack.enter_context(atomic_output(self.path))
+        self._handle = self._stack.enter_context(open(tmp, "wb"))
+        self._handle.write(struct.pack("<QQ", 0, 0))
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self._write_footer()
+            except BaseException as error:
+                self._stack.__exit__(type(error), error, error.__traceback__)
+                raise
+        return self._stack.__exit__(exc_type, exc, tb)
+
+    def _write_footer(self) -> None:
+        footer = self._handle.tell()
+        self._handle.write(format_footer(self.elements))
+        self._handle.seek(8)
+        self._handle.write(struct.pack("<Q", footer))
+
+    def write_array(self, tag: str, data: np.ndarray, **attrs) -> Element:
+        """Append a whole array; its size attributes come from ``data`` (1-D or 2-D)."""
+        data = np.asarray(data)
+        if data.ndim not in (1, 2):
+            raise ValueError("VLSV arrays are 1-D or (rows, vectorsize)")
+        vectorsize = 1 if data.ndim == 1 else data.shape[1]
+        with self.stream_array(tag, data.dtype, vectorsize, **attrs) as sink:
+            sink.write(data)
+        return self.elements[-1]
+
+    @contextlib.contextmanager
+    def stream_array(self, tag: str, dtype, vectorsize: int = 1, **attrs) -> Iterator[ArraySink]:
+        """Append an array written in pieces through the yielded :class:`ArraySink`."""
+        offset = self._handle.tell()
+        sink = ArraySink(self._handle, dtype, vectorsize)
+        yield sink
+        all_attrs = {k: str(v) for k, v in attrs.items()} | _size_attrs(sink.dtype, sink.rows, vectorsize)
+        self.elements.append(Element(tag, all_attrs, offset))
+
+    def copy_element(self, element: Element, data: bytes | memoryview) -> Element:
+        """Append an array with exactly the attributes (and bytes) of an existing element."""
+        if len(data) != element.nbytes:
+            raise ValueError(f"{element.describe()}: {len(data)} bytes given, {element.nbytes} expected")
+        copied = Element(element.tag, dict(element.attrs), self._handle.tell())
+        self._handle.write(data)
+        self.elements.append(copied)
+        return copied
+
+
+def rewrite(source: str | os.PathLike, destination: str | os.PathLike) -> None:
+    """Copy a VLSV file array by array through the reader and writer (byte-identical result)."""
+    with read(source) as src, VlsvWriter(destination) as dst:
+        for element in src.write_order():
+            dst.copy_element(element, src.raw(element))
