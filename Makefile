@@ -1,0 +1,42 @@
+# The two commands of the README's quick start: `make demo` and `make test`.
+# Both create .venv with Python 3.11 and install what they need into it.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= demo-output
+# torch is only needed by the tests (gradient references); the pinned CPU wheel comes first so
+# the project's torch range does not pull a multi-GB CUDA build.
+TORCH_CPU ?= torch==2.13.0
+
+.PHONY: demo test install install-dev bench-io clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet $(TORCH_CPU)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	mkdir -p $(DEMO_DIR)
+	$(BIN)/vdfzip synth $(DEMO_DIR)/restart.vlsv --cells 100 --seed 1 --force
+	$(BIN)/vdfzip info $(DEMO_DIR)/restart.vlsv
+
+test: install-dev
+	$(BIN)/python -m pytest -q
+
+bench-io: install
+	$(BIN)/python bench/io.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

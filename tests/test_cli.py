@@ -1,0 +1,110 @@
+"""The command line: info reports, and one-line errors with exit code 2 for every bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from badfiles import BAD_INPUTS, copy_with_arrays, corrupt_copy
+from conftest import shared_file
+from vdfzip import vlsv
+from vdfzip.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_info_json_on_fullf(capsys, fullf):
+    code, out, _ = _run(capsys, "info", str(fullf), "--json")
+    info = json.loads(out)
+    assert code == 0 and not info["is_restart"] and info["has_vdf"]
+    pops = info["populations"]
+    assert list(pops) == ["proton", "antiproton"]
+    assert (pops["proton"]["blocks"], pops["antiproton"]["blocks"]) == (1390, 1395)
+    for p in pops.values():
+        assert p["threshold"] == 1e-16 and p["dtype"] == "float32" and p["cells"] == 1
+        assert p["mesh"]["blocks_per_axis"] == [50, 50, 50] and p["mesh"]["dv"] == [2e4, 2e4, 2e4]
+    assert pops["proton"]["vdf_bytes"] == 1390 * (4 + 256) + 4 + 8
+
+
+def test_info_json_on_the_real_restart(capsys, restart_small):
+    code, out, _ = _run(capsys, "info", str(restart_small), "--json")
+    info = json.loads(out)
+    proton = info["populations"]["proton"]
+    assert code == 0 and info["is_restart"] and info["spatial_cells"] == 72
+    assert (proton["cells"], proton["blocks"], proton["threshold"]) == (72, 48538, 1e-15)
+    assert (proton["blocks_per_cell"]["min"], proton["blocks_per_cell"]["max"]) == (154, 1202)
+
+
+def test_info_text_report(capsys, restart_small):
+    code, out, _ = _run(capsys, "info", str(restart_small))
+    assert code == 0 and "restart file" in out and "72 cells, 48,538 blocks" in out and "minValue 1e-15" in out
+
+
+@pytest.mark.parametrize("name", ["bulk.amr.vlsv", "init.vlsv"])
+def test_info_on_a_file_without_vdf(capsys, name):
+    code, out, _ = _run(capsys, "info", str(shared_file(name)), "--json")
+    assert code == 0 and json.loads(out)["has_vdf"] is False
+
+
+def test_info_warns_when_the_threshold_is_assumed(capsys):
+    code, _, err = _run(capsys, "info", str(shared_file("bulk.1d.vlsv")))
+    assert code == 0 and err.startswith("vdfzip: warning:") and "1e-15" in err
+
+
+def _assert_one_line_error(code, err, expected):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vdfzip: error: ") and expected in lines[0], err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_files_give_one_line_errors(case, capsys, tmp_path, fullf):
+    edit, _, message = BAD_INPUTS[case]
+    path = corrupt_copy(tmp_path, fullf, edit)
+    before = path.read_bytes()
+    code, out, err = _run(capsys, "info", str(path))
+    _assert_one_line_error(code, err, message)
+    assert out == "" and path.read_bytes() == before
+
+
+def test_foreign_compressed_file_is_refused(capsys):
+    code, _, err = _run(capsys, "info", str(shared_file("bulk_hermite_compressed.0000001.vlsv")))
+    _assert_one_line_error(code, err, "already compressed")
+
+
+def test_inconsistent_population_is_refused(capsys, tmp_path, fullf):
+    with vlsv.read(fullf) as f:
+        bpc = f.read("BLOCKSPERCELL", name="antiproton") + np.uint32(1)
+    copy_with_arrays(fullf, tmp_path / "bad.vlsv", {("BLOCKSPERCELL", "antiproton"): bpc})
+    code, _, err = _run(capsys, "info", str(tmp_path / "bad.vlsv"))
+    _assert_one_line_error(code, err, "population antiproton: BLOCKSPERCELL sums to 1396")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["info", "/nonexistent/file.vlsv"], "No such file"),
+        (["frobnicate"], "invalid choice"),
+        (["info"], "required: file"),
+        (["synth", "x.vlsv", "--cells", "0"], "positive integer"),
+    ],
+)
+def test_usage_errors(capsys, argv, expected):
+    code, _, err = _run(capsys, *argv)
+    _assert_one_line_error(code, err, expected)
+
+
+def test_installed_command_runs(fullf):
+    command = Path(sys.executable).with_name("vdfzip")
+    result = subprocess.run([str(command), "info", str(fullf)], capture_output=True, text=True)
+    assert result.returncode == 0 and "proton: 1 cells, 1,390 blocks" in result.stdout
