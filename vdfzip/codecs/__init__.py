@@ -1,0 +1,96 @@
+"""Codecs: one module per method behind one small interface, and a registry keyed by string id.
+
+A codec turns one cell's VDF (its block ids, its ``(n, wid³)`` values and the population's
+velocity mesh) into payload bytes that meet a relative L2 tolerance over the cell's stored
+voxels, and turns those bytes back into values on the same block ids. Every payload starts with
+the codec's format version byte; payloads never carry registry positions, only what the codec
+itself needs. Codec options are constructor keyword arguments and ``get_config()`` returns
+them, so a stored config recreates the codec (as in numcodecs).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..errors import VdfzipError
+from ..vlasiator import CellBatch, VelocityMesh
+
+_REGISTRY: dict[str, type[Codec]] = {}
+
+
+class UnknownCodecError(VdfzipError):
+    """A codec id that no registered codec has."""
+
+
+class PayloadError(VdfzipError):
+    """A payload that its codec cannot decode (wrong version, truncated, corrupted)."""
+
+
+class Codec(ABC):
+    """Base class: subclasses set ``codec_id`` and ``version`` and implement the two cell methods."""
+
+    codec_id: str
+    version: int
+
+    def get_config(self) -> dict:
+        """Constructor arguments that recreate this codec (JSON-ready)."""
+        return {}
+
+    @abstractmethod
+    def encode_cell(self, block_ids: np.ndarray, values: np.ndarray, mesh: VelocityMesh, tol: float) -> bytes:
+        """Payload whose decoded values have rel L2 ≤ ``tol`` over the given blocks' voxels."""
+
+    @abstractmethod
+    def decode_cell(self, payload: bytes, block_ids: np.ndarray, mesh: VelocityMesh) -> np.ndarray:
+        """float64 ``(len(block_ids), wid³)`` values on the same block ids, in the same order."""
+
+    def encode(self, batch: CellBatch, mesh: VelocityMesh, tol: float) -> list[bytes]:
+        """Payloads of every cell of a batch (codecs that fit cells jointly override this)."""
+        return [self.encode_cell(*batch.cell(i), mesh, tol) for i in range(len(batch))]
+
+    def decode(self, payloads: Sequence[bytes], batch: CellBatch, mesh: VelocityMesh) -> np.ndarray:
+        """float64 values of every cell of a batch, rows aligned with ``batch.block_ids``."""
+        out = np.empty((len(batch.block_ids), mesh.cells_per_block))
+        for i, payload in enumerate(payloads):
+            out[batch.offsets[i] : batch.offsets[i + 1]] = self.decode_cell(payload, batch.cell(i)[0], mesh)
+        return out
+
+    def check_version(self, payload: bytes) -> None:
+        """Refuse a payload written by another format version of this codec."""
+        if not payload:
+            raise PayloadError(f"empty {self.codec_id} payload")
+        if payload[0] != self.version:
+            raise PayloadError(f"{self.codec_id} payload has format version {payload[0]}, this vdfzip reads {self.version}")
+
+
+def register_codec(cls: type[Codec]) -> type[Codec]:
+    """Class decorator: make ``cls`` available under ``cls.codec_id``."""
+    if cls.codec_id in _REGISTRY and _REGISTRY[cls.codec_id] is not cls:
+        raise ValueError(f"codec id {cls.codec_id!r} is already registered")
+    _REGISTRY[cls.codec_id] = cls
+    return cls
+
+
+def get_codec(codec_id: str, **config) -> Codec:
+    """A codec instance from its id and config."""
+    try:
+        return _REGISTRY[codec_id](**config)
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownCodecError(f"unknown codec {codec_id!r} (known: {known})") from None
+
+
+def codec_ids() -> list[str]:
+    """Ids of every registered codec."""
+    return sorted(_REGISTRY)
+
+
+def relative_l2(decoded: np.ndarray, original: np.ndarray) -> float:
+    """‖decoded − original‖₂ / ‖original‖₂ over all given voxels (float64): the error of a cell."""
+    original = np.asarray(original, dtype=np.float64)
+    norm = np.linalg.norm(original)
+    difference = np.linalg.norm(np.asarray(decoded, dtype=np.float64) - original)
+    return float(difference / norm) if norm > 0 else float(difference > 0)

@@ -1,0 +1,148 @@
+"""Exact moments after lossy decoding: the positivity-preserving ten-moment projection.
+
+A decoded VDF g (clipped at 0) is reweighted to ``g·exp(λ·φ(u))`` with
+``φ(u) = (1, u, u⊗u)``, ``u = (v − V)/vth``, so that density, bulk velocity and all six
+pressure components equal the original's. The ten multipliers solve the convex dual
+``min_λ Σ g·exp(λ·φ) − λ·T`` (T: the target sums of f·φ) by damped Newton; the result is the
+closest VDF to g in relative entropy with the target moments, stays ≥ 0 and is zero wherever
+g is. The targets come from the float64 moments stored at encode time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels import projection as kernel
+from .physics import Moments
+from .vlasiator import VelocityMesh
+
+#: Second-order basis entries (after 1, ux, uy, uz) as index pairs, in kernel order.
+_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
+_UPPER = np.triu_indices(kernel.BASIS)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Values with restored moments, and per cell whether the solve converged."""
+
+    values: np.ndarray  # (nblocks, wid³) float64, ≥ 0
+    converged: np.ndarray  # (ncells,) bool
+    iterations: int
+    residual: np.ndarray  # (ncells,) max |moment error| in units of n (and n·vth, n·vth²)
+
+
+def target_sums(target: Moments, mesh: VelocityMesh, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Σ f·φ(u) of the original VDFs, from their moments, in the kernel's basis order.
+
+    Exact for discrete sums: Σf·(v−c) = N·(V−c) and Σf·(v−c)(v−c)ᵀ = P/(m·dv³) + N·(V−c)(V−c)ᵀ.
+    """
+    count = target.density / mesh.cell_volume
+    shift = (target.velocity - centers) / scales[:, None]
+    second = target.pressure / (target.mass * mesh.cell_volume * scales[:, None, None] ** 2)
+    second = second + count[:, None, None] * shift[:, :, None] * shift[:, None, :]
+    sums = np.empty((len(count), kernel.BASIS))
+    sums[:, 0] = count
+    sums[:, 1:4] = count[:, None] * shift
+    for column, (a, b) in enumerate(_PAIRS):
+        sums[:, 4 + column] = second[:, a, b]
+    return sums
+
+
+class _Problem:
+    """The kernel arguments of one batch, fixed during the Newton iterations."""
+
+    def __init__(self, block_ids, values, offsets, mesh: VelocityMesh, centers, scales):
+        self.cells = len(offsets) - 1
+        self.args = (
+            np.ascontiguousarray(block_ids, dtype=np.int64),
+            np.ascontiguousarray(values, dtype=np.float64),
+            np.ascontiguousarray(offsets, dtype=np.int64),
+            mesh.nblocks[0],
+            mesh.nblocks[1],
+            mesh.wid,
+            np.asarray(mesh.vmin, dtype=np.float64),
+            np.asarray(mesh.dv, dtype=np.float64),
+            np.ascontiguousarray(centers, dtype=np.float64),
+            np.ascontiguousarray(scales, dtype=np.float64),
+        )
+        self.scratch = np.empty((self.cells, kernel.BASIS))
+
+    def sums(self, lams: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(Σ g·w·φ, Σ g·w·φφᵀ) at multipliers ``lams`` for the listed ``cells`` (others: 0)."""
+        out = np.zeros((self.cells, kernel.COLUMNS))
+        kernel.newton_sums_cpu(cells, *self.args, np.ascontiguousarray(lams), self.scratch, out)
+        hessian = np.empty((self.cells, kernel.BASIS, kernel.BASIS))
+        hessian[:, _UPPER[0], _UPPER[1]] = out[:, kernel.BASIS :]
+        hessian[:, _UPPER[1], _UPPER[0]] = out[:, kernel.BASIS :]
+        return out[:, : kernel.BASIS], hessian
+
+    def apply(self, lams: np.ndarray) -> np.ndarray:
+        out = np.empty_like(self.args[1])
+        kernel.apply_cpu(*self.args, np.ascontiguousarray(lams), self.scratch, out)
+        return out
+
+
+def _regularised(hessian: np.ndarray) -> np.ndarray:
+    """The Hessians plus a tiny ridge, so cells with (almost) no support still give a finite step."""
+    ridge = 1e-12 * np.trace(hessian, axis1=1, axis2=2) / kernel.BASIS + 1e-300
+    return hessian + ridge[:, None, None] * np.eye(kernel.BASIS)
+
+
+def restore_moments(
+    block_ids: np.ndarray,
+    values: np.ndarray,
+    offsets: np.ndarray,
+    mesh: VelocityMesh,
+    target: Moments,
+    tolerance: float = 1e-10,
+    max_iterations: int = 40,
+) -> Projection:
+    """Reweight decoded ``values`` (negatives clipped to 0) so every cell's density, bulk velocity
+    and pressure tensor equal ``target``'s to ``tolerance`` (relative to n, n·vth, n·vth²).
+
+    Cells that do not converge (e.g. g is zero where the target needs mass) keep the clipped
+    values and are flagged in ``converged``; the caller decides the fallback.
+    """
+    clipped = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
+    scales = np.where(target.thermal_speed > 0, target.thermal_speed, max(mesh.dv))
+    problem = _Problem(block_ids, clipped, offsets, mesh, target.velocity, scales)
+    goal = target_sums(target, mesh, target.velocity, scales)
+    norm = np.where(goal[:, 0] > 0, goal[:, 0], 1.0)[:, None]
+
+    lams = np.zeros((problem.cells, kernel.BASIS))
+    sums, hessian = problem.sums(lams, np.arange(problem.cells))
+    objective = sums[:, 0] - (lams * goal).sum(axis=1)
+    residual = np.abs(sums - goal).max(axis=1) / norm[:, 0]
+    iteration = 0
+    while iteration < max_iterations and np.any(active := residual > tolerance):
+        iteration += 1
+        step = np.zeros_like(lams)
+        with np.errstate(all="ignore"):
+            solved = np.linalg.solve(_regularised(hessian[active]), (goal - sums)[active][..., None])[..., 0]
+        step[active] = np.where(np.isfinite(solved), solved, 0.0)
+        fraction = np.ones(problem.cells)
+        pending = active.copy()
+        accepted = np.zeros(problem.cells, dtype=bool)
+        for _ in range(30):  # backtracking: halve the step of cells whose objective did not drop
+            trial = lams + fraction[:, None] * step
+            with np.errstate(over="ignore", invalid="ignore"):
+                trial_sums, trial_hessian = problem.sums(trial, np.flatnonzero(active & pending))
+            trial_objective = trial_sums[:, 0] - (trial * goal).sum(axis=1)
+            now = pending & np.isfinite(trial_objective) & (trial_objective <= objective + 1e-12 * np.abs(objective))
+            lams[now], sums[now], hessian[now], objective[now] = (
+                trial[now], trial_sums[now], trial_hessian[now], trial_objective[now]
+            )
+            accepted |= now
+            pending &= ~now
+            if not pending.any():
+                break
+            fraction[pending] /= 2
+        residual = np.abs(sums - goal).max(axis=1) / norm[:, 0]
+        if not accepted.any():
+            break
+
+    converged = residual <= tolerance
+    lams[~converged] = 0.0
+    return Projection(problem.apply(lams), converged, iteration, residual)
