@@ -22,6 +22,7 @@ PROTON_MASS = 1.67262158e-27  # kg, Vlasiator's physicalconstants::MASS_PROTON
 ELECTRON_MASS = 9.10938188e-31  # kg, Vlasiator's physicalconstants::MASS_ELECTRON
 DEFAULT_SPARSITY_THRESHOLD = 1e-15  # Vlasiator's default [<pop>_sparse] minValue
 _MASS_UNITS = {"PROTON": PROTON_MASS, "ELECTRON": ELECTRON_MASS}
+VDF_TAGS = ("CELLSWITHBLOCKS", "BLOCKSPERCELL", "BLOCKIDS", "BLOCKVARIABLE")
 _BULK_THRESHOLD_VARIABLES = ("{pop}/vg_effectivesparsitythreshold", "{pop}/EffectiveSparsityThreshold")
 
 
@@ -101,6 +102,58 @@ class CellBatch:
         return self.block_ids[rows], self.values[rows]
 
 
+def particle_mass(config: dict | None, name: str) -> tuple[float, str]:
+    """(mass in kg, source) of population ``name``: ``[<pop>_properties]`` of the config, else a proton."""
+    properties = (config or {}).get(f"{name}_properties", {})
+    try:
+        return float(properties["mass"][-1]) * _MASS_UNITS[properties.get("mass_units", ["PROTON"])[-1]], "config"
+    except (KeyError, ValueError):
+        return PROTON_MASS, "default"
+
+
+def sparsity_threshold(file: vlsv.VlsvFile, config: dict | None, name: str, warn: bool = True) -> tuple[float, str]:
+    """(threshold, source) of population ``name``: the config's ``[<pop>_sparse] minValue``, else
+    the smallest positive per-cell effective threshold of a bulk file, else Vlasiator's default
+    (with a :class:`SparsityThresholdWarning` if ``warn``)."""
+    sparse = (config or {}).get(f"{name}_sparse", {})
+    if "minValue" in sparse:
+        return float(sparse["minValue"][-1]), "config"
+    for pattern in _BULK_THRESHOLD_VARIABLES:
+        element = file.find("VARIABLE", name=pattern.format(pop=name))
+        if element is not None:
+            values = np.asarray(file.read(element), dtype=np.float64).ravel()
+            values = values[values > 0]
+            if values.size:
+                return float(values.min()), "bulk variable"
+    if warn:
+        warnings.warn(
+            f"{file.path}: no sparsity threshold for {name} in the file; "
+            f"assuming Vlasiator's default {DEFAULT_SPARSITY_THRESHOLD:g}",
+            SparsityThresholdWarning,
+            stacklevel=4,
+        )
+    return DEFAULT_SPARSITY_THRESHOLD, "default"
+
+
+def read_velocity_mesh(file: vlsv.VlsvFile, name: str) -> VelocityMesh:
+    """The velocity mesh of population ``name`` from its ``MESH_BBOX`` and ``MESH_NODE_CRDS_*``."""
+    bbox = [int(x) for x in file.read("MESH_BBOX", mesh=name)]
+    if len(bbox) != 6 or not bbox[3] == bbox[4] == bbox[5] or min(bbox) < 1:
+        raise InconsistentPopulationError(f"{file.path}: MESH_BBOX of {name} is {bbox}")
+    nblocks, wid = tuple(bbox[:3]), bbox[3]
+    vmin, dv = [], []
+    for axis, n in zip("XYZ", nblocks):
+        nodes = file.read(f"MESH_NODE_CRDS_{axis}", mesh=name)
+        if len(nodes) != n * wid + 1:
+            raise InconsistentPopulationError(
+                f"{file.path}: MESH_NODE_CRDS_{axis} of {name} has {len(nodes)} nodes, "
+                f"expected {n * wid + 1} for {n} blocks of width {wid}"
+            )
+        vmin.append(float(nodes[0]))
+        dv.append(float(nodes[-1] - nodes[0]) / (n * wid))
+    return VelocityMesh(nblocks, wid, tuple(vmin), tuple(dv))
+
+
 class Population:
     """One particle population's VDF arrays: per stored cell, its block ids and block values."""
 
@@ -116,8 +169,8 @@ class Population:
         np.cumsum(self.blocks_per_cell, out=self.offsets[1:])
         self.mesh = self._read_mesh()
         self._check_consistent()
-        self.mass, self.mass_source = self._mass(config)
-        self.threshold, self.threshold_source = self._threshold(config)
+        self.mass, self.mass_source = particle_mass(config, name)
+        self.threshold, self.threshold_source = sparsity_threshold(file, config, name, warn=self.block_count > 0)
 
     def __repr__(self) -> str:
         return f"Population({self.name!r}, cells={self.cell_count}, blocks={self.block_count})"
@@ -135,11 +188,14 @@ class Population:
     def block_count(self) -> int:
         return self._ids.arraysize
 
+    def vdf_elements(self) -> dict[str, vlsv.Element]:
+        """This population's four VDF arrays, by tag."""
+        return {tag: self._file.element(tag, name=self.name) for tag in VDF_TAGS}
+
     @property
     def vdf_bytes(self) -> int:
         """Bytes of this population's four VDF arrays in the file."""
-        names = ("BLOCKIDS", "BLOCKVARIABLE", "BLOCKSPERCELL", "CELLSWITHBLOCKS")
-        return sum(self._file.element(tag, name=self.name).nbytes for tag in names)
+        return sum(e.nbytes for e in self.vdf_elements().values())
 
     def _check_not_compressed(self) -> None:
         values = self._file.find("BLOCKVARIABLE", name=self.name)
@@ -155,26 +211,11 @@ class Population:
             )
 
     def _read_mesh(self) -> VelocityMesh | None:
-        bbox_element = self._file.find("MESH_BBOX", mesh=self.name)
-        if bbox_element is None:
+        if self._file.find("MESH_BBOX", mesh=self.name) is None:
             if self.block_count:
                 raise InconsistentPopulationError(f"{self._file.path}: population {self.name} has no MESH_BBOX")
             return None
-        bbox = [int(x) for x in self._file.read(bbox_element)]
-        if len(bbox) != 6 or not bbox[3] == bbox[4] == bbox[5] or min(bbox) < 1:
-            raise InconsistentPopulationError(f"{self._file.path}: MESH_BBOX of {self.name} is {bbox}")
-        nblocks, wid = tuple(bbox[:3]), bbox[3]
-        vmin, dv = [], []
-        for axis, n in zip("XYZ", nblocks):
-            nodes = self._file.read(f"MESH_NODE_CRDS_{axis}", mesh=self.name)
-            if len(nodes) != n * wid + 1:
-                raise InconsistentPopulationError(
-                    f"{self._file.path}: MESH_NODE_CRDS_{axis} of {self.name} has {len(nodes)} nodes, "
-                    f"expected {n * wid + 1} for {n} blocks of width {wid}"
-                )
-            vmin.append(float(nodes[0]))
-            dv.append(float(nodes[-1] - nodes[0]) / (n * wid))
-        return VelocityMesh(nblocks, wid, tuple(vmin), tuple(dv))
+        return read_velocity_mesh(self._file, self.name)
 
     def _check_consistent(self) -> None:
         where = f"{self._file.path}: population {self.name}"
@@ -195,34 +236,6 @@ class Population:
             )
         if self._ids.datatype != "uint" or self._values.datatype != "float":
             raise InconsistentPopulationError(f"{where}: BLOCKIDS must be uint and BLOCKVARIABLE float")
-
-    def _mass(self, config: dict | None) -> tuple[float, str]:
-        properties = (config or {}).get(f"{self.name}_properties", {})
-        try:
-            mass = float(properties["mass"][-1]) * _MASS_UNITS[properties.get("mass_units", ["PROTON"])[-1]]
-            return mass, "config"
-        except (KeyError, ValueError):
-            return PROTON_MASS, "default"
-
-    def _threshold(self, config: dict | None) -> tuple[float, str]:
-        sparse = (config or {}).get(f"{self.name}_sparse", {})
-        if "minValue" in sparse:
-            return float(sparse["minValue"][-1]), "config"
-        for pattern in _BULK_THRESHOLD_VARIABLES:
-            element = self._file.find("VARIABLE", name=pattern.format(pop=self.name))
-            if element is not None:
-                values = np.asarray(self._file.read(element), dtype=np.float64).ravel()
-                values = values[values > 0]
-                if values.size:
-                    return float(values.min()), "bulk variable"
-        if self.block_count:
-            warnings.warn(
-                f"{self._file.path}: no sparsity threshold for {self.name} in the file; "
-                f"assuming Vlasiator's default {DEFAULT_SPARSITY_THRESHOLD:g}",
-                SparsityThresholdWarning,
-                stacklevel=3,
-            )
-        return DEFAULT_SPARSITY_THRESHOLD, "default"
 
     def cells(self, start: int, stop: int) -> CellBatch:
         """Cells ``[start, stop)`` in storage order, their blocks read from the file on demand."""
@@ -251,15 +264,23 @@ class Population:
     def batches(self, max_blocks: int = 1 << 20, max_cells: int | None = None) -> Iterator[CellBatch]:
         """Consecutive batches of whole cells, each at most ``max_blocks`` blocks (unless one cell
         alone is larger) and ``max_cells`` cells, so memory stays bounded for any file size."""
-        start = 0
-        while start < self.cell_count:
-            stop = int(np.searchsorted(self.offsets, self.offsets[start] + max_blocks, side="right")) - 1
-            stop = max(stop, start + 1)
-            if max_cells is not None:
-                stop = min(stop, start + max_cells)
-            stop = min(stop, self.cell_count)
+        for start, stop in cell_ranges(self.offsets, max_blocks, max_cells):
             yield self.cells(start, stop)
-            start = stop
+
+
+def cell_ranges(offsets: np.ndarray, max_blocks: int, max_cells: int | None = None) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of consecutive cells (block offsets ``offsets``, length cells + 1)
+    of at most ``max_blocks`` blocks (or one cell) and ``max_cells`` cells."""
+    cells, ranges, start = len(offsets) - 1, [], 0
+    while start < cells:
+        stop = int(np.searchsorted(offsets, offsets[start] + max_blocks, side="right")) - 1
+        stop = max(stop, start + 1)
+        if max_cells is not None:
+            stop = min(stop, start + max_cells)
+        stop = min(stop, cells)
+        ranges.append((start, stop))
+        start = stop
+    return ranges
 
 
 class VlasiatorFile:

@@ -295,13 +295,30 @@ class VlsvWriter:
         return self.elements[-1]
 
     @contextlib.contextmanager
-    def stream_array(self, tag: str, dtype, vectorsize: int = 1, **attrs) -> Iterator[ArraySink]:
-        """Append an array written in pieces through the yielded :class:`ArraySink`."""
+    def _stream(self, tag: str, dtype, vectorsize: int, attributes_of) -> Iterator[ArraySink]:
         offset = self._handle.tell()
         sink = ArraySink(self._handle, dtype, vectorsize)
         yield sink
-        all_attrs = {k: str(v) for k, v in attrs.items()} | _size_attrs(sink.dtype, sink.rows, vectorsize)
-        self.elements.append(Element(tag, all_attrs, offset))
+        self.elements.append(Element(tag, attributes_of(sink), offset))
+
+    def stream_array(self, tag: str, dtype, vectorsize: int = 1, **attrs):
+        """Context manager: append an array written in pieces through the yielded :class:`ArraySink`."""
+
+        def attributes_of(sink: ArraySink) -> dict[str, str]:
+            return {k: str(v) for k, v in attrs.items()} | _size_attrs(sink.dtype, sink.rows, vectorsize)
+
+        return self._stream(tag, dtype, vectorsize, attributes_of)
+
+    def stream_like(self, element: Element):
+        """Context manager: append, in pieces, an array with exactly the footer attributes of
+        ``element`` (e.g. one being restored); the rows written must add up to its arraysize."""
+
+        def attributes_of(sink: ArraySink) -> dict[str, str]:
+            if sink.rows != element.arraysize:
+                raise ValueError(f"{element.describe()}: {sink.rows} rows written, {element.arraysize} expected")
+            return dict(element.attrs)
+
+        return self._stream(element.tag, element.dtype, element.vectorsize, attributes_of)
 
     def copy_element(self, element: Element, data: bytes | memoryview) -> Element:
         """Append an array with exactly the attributes (and bytes) of an existing element."""

@@ -29,6 +29,10 @@ class PayloadError(VdfzipError):
     """A payload that its codec cannot decode (wrong version, truncated, corrupted)."""
 
 
+class ToleranceNotMetError(VdfzipError):
+    """The codec cannot reach the tolerance on this cell; the caller falls back to the next codec."""
+
+
 class Codec(ABC):
     """Base class: subclasses set ``codec_id`` and ``version`` and implement the two cell methods."""
 
@@ -94,3 +98,6 @@ def relative_l2(decoded: np.ndarray, original: np.ndarray) -> float:
     norm = np.linalg.norm(original)
     difference = np.linalg.norm(np.asarray(decoded, dtype=np.float64) - original)
     return float(difference / norm) if norm > 0 else float(difference > 0)
+
+
+from . import lossless  # noqa: E402,F401  (registers the built-in codecs)

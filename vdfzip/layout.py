@@ -1,0 +1,233 @@
+"""The compressed VLSV layout: what replaces a population's VDF arrays, and random access to it.
+
+A compressed file is a valid VLSV file with every non-VDF array copied byte for byte, in the
+original write order. Each of a compressed population's four VDF arrays is replaced, in its own
+place, by one vdfzip array (see ``docs/format.md``):
+
+=================  ==================  =====================================================
+original           replaced by         content
+=================  ==================  =====================================================
+CELLSWITHBLOCKS    VDFZIP_INDEX        zstd of one :data:`INDEX_DTYPE` row per cell
+BLOCKSPERCELL      VDFZIP_MOMENTS      float64 (cells, 10): n, V, Pxx Pyy Pzz Pxy Pxz Pyz
+BLOCKIDS           VDFZIP_HEADER       JSON text: versions, options, codecs, the original
+                                       arrays' footer attributes, checksums
+BLOCKVARIABLE      VDFZIP_RECORDS      per cell: block-structure bytes, then codec payload
+=================  ==================  =====================================================
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import zstandard
+
+from . import __version__, blockset, vlsv
+from .codecs import Codec, get_codec
+from .errors import VdfzipError
+from .physics import Moments
+from .vlasiator import VelocityMesh, cell_ranges, parse_config, particle_mass, read_velocity_mesh, sparsity_threshold
+
+FORMAT_VERSION = 1
+REPLACEMENT = {
+    "CELLSWITHBLOCKS": "VDFZIP_INDEX",
+    "BLOCKSPERCELL": "VDFZIP_MOMENTS",
+    "BLOCKIDS": "VDFZIP_HEADER",
+    "BLOCKVARIABLE": "VDFZIP_RECORDS",
+}
+ORIGINAL = {v: k for k, v in REPLACEMENT.items()}
+INDEX_DTYPE = np.dtype(
+    [
+        ("cell_id", "<u8"),
+        ("blocks", "<u4"),
+        ("structure_bytes", "<u4"),
+        ("payload_bytes", "<u4"),
+        ("codec", "u1"),
+        ("crc32", "<u4"),
+    ]
+)
+MOMENT_COLUMNS = 10
+_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
+
+
+class CorruptFileError(VdfzipError):
+    """A compressed file whose bytes fail their checksums or do not parse."""
+
+
+class UnsupportedFormatError(VdfzipError):
+    """A compressed file written by a format version this vdfzip cannot read."""
+
+
+def checksum(data) -> int:
+    """CRC-32 of bytes or an array's bytes."""
+    return zlib.crc32(memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else data)
+
+
+def moments_to_columns(m: Moments) -> np.ndarray:
+    """(cells, 10) float64: density, velocity, the six pressure components."""
+    pressure = np.stack([m.pressure[:, a, b] for a, b in _PAIRS], axis=1)
+    return np.column_stack([m.density, m.velocity, pressure])
+
+
+def columns_to_moments(columns: np.ndarray, mass: float) -> Moments:
+    """Inverse of :func:`moments_to_columns` (heat flux is not stored: zeros)."""
+    pressure = np.empty((len(columns), 3, 3))
+    for k, (a, b) in enumerate(_PAIRS):
+        pressure[:, a, b] = pressure[:, b, a] = columns[:, 4 + k]
+    return Moments(columns[:, 0].copy(), columns[:, 1:4].copy(), pressure, np.zeros((len(columns), 3)), mass)
+
+
+def is_compressed(file: vlsv.VlsvFile) -> bool:
+    """True if any population of ``file`` is stored by vdfzip."""
+    return file.find("VDFZIP_HEADER") is not None
+
+
+def compressed_population_names(file: vlsv.VlsvFile) -> list[str]:
+    return [e.name for e in file.find_all("VDFZIP_HEADER")]
+
+
+@dataclass(frozen=True)
+class CellRecords:
+    """Consecutive cells of a compressed population, as stored."""
+
+    first: int
+    cell_ids: np.ndarray
+    offsets: np.ndarray  # block offsets, relative, len = cells + 1
+    block_ids: np.ndarray
+    payloads: list[bytes]
+    codecs: np.ndarray  # index into CompressedPopulation.codecs
+    moments: Moments
+
+
+class CompressedPopulation:
+    """Random access to the cells of one population stored by vdfzip."""
+
+    def __init__(self, file: vlsv.VlsvFile, name: str):
+        self.file, self.name = file, name
+        self.header = self._read_header()
+        self.codecs: list[Codec] = [get_codec(c["id"], **c["config"]) for c in self.header["codecs"]]
+        self.index = self._read_index()
+        moments = file.read("VDFZIP_MOMENTS", name=name)
+        self._verify(moments, "moments", "VDFZIP_MOMENTS")
+        self.moment_columns = moments
+        sizes = self.index["structure_bytes"].astype(np.int64) + self.index["payload_bytes"]
+        self.record_offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.block_offsets = np.concatenate([[0], np.cumsum(self.index["blocks"], dtype=np.int64)])
+        self._records = file.element("VDFZIP_RECORDS", name=name)
+        if self._records.arraysize != self.record_offsets[-1]:
+            raise CorruptFileError(
+                f"{file.path}: population {name}: VDFZIP_RECORDS holds {self._records.arraysize} bytes, "
+                f"the index describes {self.record_offsets[-1]}"
+            )
+        config = file.find("CONFIG")
+        config = parse_config(file.read_text(config)) if config is not None else None
+        self.mass = particle_mass(config, name)[0]
+        self.threshold = sparsity_threshold(file, config, name, warn=False)[0]
+
+    def _where(self) -> str:
+        return f"{self.file.path}: population {self.name}"
+
+    def _read_header(self) -> dict:
+        element = self.file.element("VDFZIP_HEADER", name=self.name)
+        text = self.file.read(element).tobytes()
+        if str(checksum(text)) != element.attrs.get("crc32"):
+            raise CorruptFileError(f"{self._where()}: the vdfzip header fails its checksum")
+        header = json.loads(text)
+        if header.get("format") != FORMAT_VERSION:
+            raise UnsupportedFormatError(
+                f"{self._where()}: vdfzip format version {header.get('format')} "
+                f"(written by vdfzip {header.get('vdfzip')}); this vdfzip {__version__} reads version {FORMAT_VERSION}"
+            )
+        return header
+
+    def _verify(self, array: np.ndarray, key: str, tag: str) -> None:
+        if checksum(array) != self.header["checksums"][key]:
+            raise CorruptFileError(f"{self._where()}: {tag} fails its checksum")
+
+    def _read_index(self) -> np.ndarray:
+        packed = self.file.read("VDFZIP_INDEX", name=self.name)
+        self._verify(packed, "index", "VDFZIP_INDEX")
+        try:
+            raw = zstandard.ZstdDecompressor().decompress(packed.tobytes())
+        except zstandard.ZstdError as exc:
+            raise CorruptFileError(f"{self._where()}: VDFZIP_INDEX does not decompress: {exc}") from exc
+        return np.frombuffer(raw, INDEX_DTYPE)
+
+    @cached_property
+    def mesh(self) -> VelocityMesh:
+        return read_velocity_mesh(self.file, self.name)
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.header["dtype"])
+
+    @property
+    def cell_count(self) -> int:
+        return len(self.index)
+
+    @property
+    def block_count(self) -> int:
+        return int(self.block_offsets[-1])
+
+    @property
+    def cell_ids(self) -> np.ndarray:
+        return self.index["cell_id"]
+
+    @property
+    def blocks_per_cell(self) -> np.ndarray:
+        return self.index["blocks"]
+
+    @property
+    def original(self) -> dict[str, vlsv.Element]:
+        """The replaced arrays' footer entries (offsets as in the original file), by original tag."""
+        replaced = self.header["replaces"]
+        return {ORIGINAL[tag]: vlsv.Element(ORIGINAL[tag], entry["attrs"], entry["offset"]) for tag, entry in replaced.items()}
+
+    @property
+    def compressed_bytes(self) -> int:
+        """Bytes the file spends on this population's VDF: the four vdfzip arrays."""
+        return sum(self.file.element(tag, name=self.name).nbytes for tag in ORIGINAL)
+
+    def record(self, cell: int) -> tuple[bytes, bytes]:
+        """(block-structure bytes, payload) of one cell, checked against its CRC."""
+        data = self.file.read_rows(self._records, int(self.record_offsets[cell]), int(self.record_offsets[cell + 1]))
+        data = data.tobytes()
+        if checksum(data) != int(self.index["crc32"][cell]):
+            raise CorruptFileError(f"{self._where()}: cell {int(self.cell_ids[cell])} (#{cell}) fails its checksum")
+        split = int(self.index["structure_bytes"][cell])
+        return data[:split], data[split:]
+
+    def block_ids(self, cell: int) -> np.ndarray:
+        structure, _ = self.record(cell)
+        return self._decode_structure(cell, structure)
+
+    def _decode_structure(self, cell: int, structure: bytes) -> np.ndarray:
+        ids = blockset.decode(structure)
+        if len(ids) != self.index["blocks"][cell]:
+            raise CorruptFileError(f"{self._where()}: cell {int(self.cell_ids[cell])} decodes to a wrong block count")
+        return ids
+
+    def cells(self, start: int, stop: int) -> CellRecords:
+        """The stored records of cells ``[start, stop)``: block ids, payloads, codecs, moments."""
+        ids, payloads = [], []
+        for cell in range(start, stop):
+            structure, payload = self.record(cell)
+            ids.append(self._decode_structure(cell, structure))
+            payloads.append(payload)
+        offsets = self.block_offsets[start : stop + 1] - self.block_offsets[start]
+        return CellRecords(
+            first=start,
+            cell_ids=self.cell_ids[start:stop],
+            offsets=offsets,
+            block_ids=np.concatenate(ids) if ids else np.zeros(0, np.uint32),
+            payloads=payloads,
+            codecs=self.index["codec"][start:stop],
+            moments=columns_to_moments(self.moment_columns[start:stop], self.mass),
+        )
+
+    def batches(self, max_blocks: int = 1 << 20, max_cells: int | None = None) -> list[tuple[int, int]]:
+        """``[start, stop)`` ranges of whole cells, bounded as in :meth:`Population.batches`."""
+        return cell_ranges(self.block_offsets, max_blocks, max_cells)

@@ -1,0 +1,87 @@
+"""From payloads to restored block values: decode, restore the ten moments, cast to the stored dtype.
+
+The encoder runs exactly this on every candidate payload and accepts a cell only if the result
+meets the tolerance, so what ``vdfzip decode`` writes is what the encoder checked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import conservation
+from .codecs import Codec
+from .physics import Moments
+from .vlasiator import CellBatch, VelocityMesh
+
+LOSSLESS = "lossless"
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    values: np.ndarray  # (nblocks, wid³) in the stored dtype
+    converged: np.ndarray  # (cells,) bool: the moment restoration converged (lossless cells: True)
+
+
+def select_moments(moments: Moments, cells: np.ndarray) -> Moments:
+    """The moments of a subset of cells."""
+    return Moments(
+        moments.density[cells], moments.velocity[cells], moments.pressure[cells], moments.heat_flux[cells], moments.mass
+    )
+
+
+def cell_rows(offsets: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Block-row indices of the given cells, in order."""
+    return np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in cells]) if len(cells) else np.zeros(0, int)
+
+
+def reconstruct(
+    batch: CellBatch,
+    payloads: Sequence[bytes],
+    codec_of_cell: np.ndarray,
+    codecs: Sequence[Codec],
+    moments: Moments,
+    mesh: VelocityMesh,
+    dtype: np.dtype,
+) -> Reconstruction:
+    """Values of every cell of ``batch`` (its ``values`` are ignored) from its payload and codec.
+
+    Lossless cells are returned exactly as stored; the others are clipped at 0 and reweighted
+    so their density, velocity and pressure tensor equal ``moments``.
+    """
+    values = np.empty((len(batch.block_ids), mesh.cells_per_block), dtype=dtype)
+    converged = np.ones(len(batch), dtype=bool)
+    for index, codec in enumerate(codecs):
+        cells = np.flatnonzero(codec_of_cell == index)
+        if not len(cells):
+            continue
+        rows = cell_rows(batch.offsets, cells)
+        sizes = np.diff(batch.offsets)[cells]
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        decoded = np.concatenate(
+            [codec.decode_cell(payloads[c], batch.cell(c)[0], mesh) for c in cells]
+        ).reshape(len(rows), mesh.cells_per_block)
+        if codec.codec_id != LOSSLESS:
+            projection = conservation.restore_moments(
+                batch.block_ids[rows], decoded, offsets, mesh, select_moments(moments, cells)
+            )
+            decoded, converged[cells] = projection.values, projection.converged
+        values[rows] = decoded.astype(dtype)
+    return Reconstruction(values, converged)
+
+
+def cell_rel_l2(decoded: np.ndarray, original: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per-cell ‖decoded − original‖₂ / ‖original‖₂ over each cell's rows (float64)."""
+    original = np.asarray(original, dtype=np.float64)
+    difference = (np.asarray(decoded, dtype=np.float64) - original).reshape(len(original), -1)
+    starts = np.asarray(offsets[:-1])
+    nonempty = np.diff(offsets) > 0
+    error = np.zeros(len(starts))
+    norm = np.zeros(len(starts))
+    if len(original):
+        error[nonempty] = np.add.reduceat((difference**2).sum(axis=1), starts[nonempty])
+        norm[nonempty] = np.add.reduceat((original.reshape(len(original), -1) ** 2).sum(axis=1), starts[nonempty])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(norm > 0, np.sqrt(error / norm), np.where(error > 0, 1.0, 0.0))
