@@ -100,4 +100,4 @@ def relative_l2(decoded: np.ndarray, original: np.ndarray) -> float:
     return float(difference / norm) if norm > 0 else float(difference > 0)
 
 
-from . import lossless  # noqa: E402,F401  (registers the built-in codecs)
+from . import lossless, octree  # noqa: E402,F401  (registers the built-in codecs)

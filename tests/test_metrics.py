@@ -1,0 +1,80 @@
+"""The tail metrics of vdfzip.metrics on hand-made arrays with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vdfzip import metrics
+
+THRESHOLD = 1e-15
+
+
+def blocks() -> tuple[np.ndarray, np.ndarray]:
+    """Three 4-voxel blocks: a content block, a content block that dies, an empty block that wakes."""
+    original = np.array(
+        [
+            [1e-12, 1e-14, 1e-15, 0.0],
+            [2e-15, 1e-16, 0.0, 0.0],
+            [1e-16, 1e-17, 0.0, -1e-20],
+        ]
+    )
+    decoded = np.array(
+        [
+            [1e-11, 1e-14, 5e-16, 0.0],
+            [0.0, 1e-16, 0.0, 0.0],
+            [3e-15, 1e-17, 0.0, 0.0],
+        ]
+    )
+    return decoded, original
+
+
+def test_relative_l2_is_the_codec_metric():
+    a = np.array([3.0, 4.0])
+    assert metrics.relative_l2(a + np.array([0.3, 0.4]), a) == pytest.approx(0.1)
+
+
+def test_log10_errors_over_content_voxels_with_floor():
+    decoded, original = blocks()
+    errors = metrics.log10_errors(decoded, original, THRESHOLD)
+    # content voxels: 1e-12 -> 1e-11 (1 decade), 1e-14 exact, 1e-15 -> 5e-16, 2e-15 -> 0 (floored at 1e-18)
+    expected = [1.0, 0.0, np.log10(2.0), np.log10(2e-15 / 1e-18)]
+    np.testing.assert_allclose(errors, expected, rtol=1e-12, atol=1e-12)
+    p = metrics.log10_error_percentiles(errors)
+    assert p["p50"] == pytest.approx(np.percentile(expected, 50))
+    assert p["p95"] == pytest.approx(np.percentile(expected, 95))
+
+
+def test_log10_percentiles_without_content_are_zero():
+    assert metrics.log10_error_percentiles(np.empty(0)) == {"p50": 0.0, "p95": 0.0}
+
+
+def test_content_lost_fraction():
+    decoded, original = blocks()
+    # 4 content voxels; 5e-16 and 0 fell below the threshold
+    assert metrics.content_lost_fraction(decoded, original, THRESHOLD) == pytest.approx(0.5)
+    assert metrics.content_lost_fraction(original, original, THRESHOLD) == 0.0
+
+
+def test_content_blocks_lost_and_gained():
+    decoded, original = blocks()
+    lost, gained = metrics.content_blocks_changed(decoded, original, THRESHOLD)
+    assert lost == pytest.approx(0.5)  # block 1 of the 2 content blocks
+    assert gained == pytest.approx(1.0)  # block 2, the only block without content
+    assert metrics.content_blocks_changed(original, original, THRESHOLD) == (0.0, 0.0)
+
+
+def test_tail_metrics_keys_and_pooling():
+    decoded, original = blocks()
+    m = metrics.tail_metrics(decoded, original, THRESHOLD)
+    assert set(m) == {
+        "rel_l2",
+        "log10_err",
+        "content_lost_fraction",
+        "content_blocks_lost_fraction",
+        "content_blocks_gained_fraction",
+    }
+    assert m["content_lost_fraction"] == pytest.approx(0.5)
+    # metrics over two cells are the same calls on their concatenated rows
+    pooled = metrics.content_lost_fraction(np.vstack([decoded, original]), np.vstack([original, original]), THRESHOLD)
+    assert pooled == pytest.approx(2 / 8)

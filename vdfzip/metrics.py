@@ -1,0 +1,85 @@
+"""Per-cell error metrics of a decoded VDF against the original (``shared/DESIGN.md``).
+
+Relative L2 alone hides what a lossy VDF does to its tails: at rel L2 1e-2 a codec can keep the
+moments and still wipe out most of the voxels above the sparsity threshold, and Vlasiator then
+deletes the blocks that lost their content at its next step. So besides rel L2 these functions
+measure, against the population's sparsity ``threshold``:
+
+- the log10 error ``|log10 g − log10 f|`` over voxels with ``f ≥ threshold`` (``g`` floored at
+  ``1e-3·threshold`` so a zeroed voxel counts as 3 decades below the threshold, not infinity);
+- the fraction of those voxels whose decoded value fell below the threshold;
+- the fraction of content blocks (max ≥ threshold) that lose their content, and of the other
+  stored blocks that gain some.
+
+Every function takes ``(n, wid³)`` block values (or any arrays of matching shape for the voxel
+metrics), so metrics over many cells are the same calls on their concatenated rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .codecs import relative_l2
+
+#: Decoded values are floored at this multiple of the threshold before taking the log.
+LOG_FLOOR = 1e-3
+
+__all__ = [
+    "LOG_FLOOR",
+    "relative_l2",
+    "log10_errors",
+    "log10_error_percentiles",
+    "content_lost_fraction",
+    "content_blocks_changed",
+    "tail_metrics",
+]
+
+
+def _fraction(count: int, total: int) -> float:
+    """``count / total``, 0 when there is nothing to count."""
+    return float(count) / total if total else 0.0
+
+
+def log10_errors(decoded: np.ndarray, original: np.ndarray, threshold: float) -> np.ndarray:
+    """``|log10 g − log10 f|`` of every voxel with ``f ≥ threshold`` (g floored at LOG_FLOOR·threshold)."""
+    f = np.asarray(original, dtype=np.float64)
+    content = f >= threshold
+    g = np.maximum(np.asarray(decoded, dtype=np.float64)[content], LOG_FLOOR * threshold)
+    return np.abs(np.log10(g) - np.log10(f[content]))
+
+
+def log10_error_percentiles(errors: np.ndarray) -> dict[str, float]:
+    """``{"p50", "p95"}`` of log10 errors (0 when no voxel has content)."""
+    if errors.size == 0:
+        return {"p50": 0.0, "p95": 0.0}
+    p50, p95 = np.percentile(errors, [50, 95])
+    return {"p50": float(p50), "p95": float(p95)}
+
+
+def content_lost_fraction(decoded: np.ndarray, original: np.ndarray, threshold: float) -> float:
+    """Fraction of the voxels with ``f ≥ threshold`` whose decoded value is below it."""
+    content = np.asarray(original) >= threshold
+    lost = content & (np.asarray(decoded) < threshold)
+    return _fraction(int(lost.sum()), int(content.sum()))
+
+
+def content_blocks_changed(decoded: np.ndarray, original: np.ndarray, threshold: float) -> tuple[float, float]:
+    """``(lost, gained)``: the fraction of content blocks (max ≥ threshold) whose decoded max falls
+    below the threshold, and the fraction of the other blocks whose decoded max reaches it."""
+    before = np.asarray(original).max(axis=1) >= threshold
+    after = np.asarray(decoded).max(axis=1) >= threshold
+    lost = _fraction(int((before & ~after).sum()), int(before.sum()))
+    gained = _fraction(int((~before & after).sum()), int((~before).sum()))
+    return lost, gained
+
+
+def tail_metrics(decoded: np.ndarray, original: np.ndarray, threshold: float) -> dict:
+    """Every metric of this module for ``(n, wid³)`` block values, keyed as in ``vdfzip verify --json``."""
+    lost, gained = content_blocks_changed(decoded, original, threshold)
+    return {
+        "rel_l2": relative_l2(decoded, original),
+        "log10_err": log10_error_percentiles(log10_errors(decoded, original, threshold)),
+        "content_lost_fraction": content_lost_fraction(decoded, original, threshold),
+        "content_blocks_lost_fraction": lost,
+        "content_blocks_gained_fraction": gained,
+    }
