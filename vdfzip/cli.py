@@ -35,10 +35,47 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 1e-6 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [1e-6, 1), got {text}")
+    return value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vdfzip", description="Compress Vlasiator velocity distribution functions.")
     parser.add_argument("--version", action="version", version=f"vdfzip {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    encode = commands.add_parser("encode", help="compress the VDFs of a VLSV file")
+    encode.add_argument("input")
+    encode.add_argument("-o", "--output", help="output file (default: INPUT with .vdfz before .vlsv)")
+    encode.add_argument("--tol", type=_tolerance, default=1e-2, help="max rel L2 per cell after decoding (default 1e-2)")
+    encode.add_argument("--method", help="comma-separated codec fallback chain (default: mlp,octree where built; "
+                        "lossless always ends it)")
+    encode.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+    encode.add_argument("--population", action="append", help="compress only this population (repeatable)")
+    encode.add_argument("--batch-cells", type=_positive_int, default=256, help="cells per batch (default 256)")
+    encode.add_argument("--block-order", default="keep", choices=("keep", "sorted"),
+                        help="keep Vlasiator's block order (default) or store blocks sorted by id (smaller)")
+    encode.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    encode.add_argument("--json", action="store_true", help="print the summary as JSON")
+    encode.set_defaults(run=_run_encode)
+
+    decode = commands.add_parser("decode", help="restore a plain VLSV file from a vdfzip file")
+    decode.add_argument("input")
+    decode.add_argument("-o", "--output", help="output file (default: INPUT with .vdfz replaced by .decoded)")
+    decode.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+    decode.set_defaults(run=_run_decode)
+
+    verify = commands.add_parser("verify", help="compare a decoded or compressed file with its original")
+    verify.add_argument("original")
+    verify.add_argument("other")
+    verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.set_defaults(run=_run_verify)
 
     info = commands.add_parser("info", help="describe a VLSV file: populations, cells, blocks, meshes")
     info.add_argument("file")
@@ -52,6 +89,34 @@ def _build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     synth.set_defaults(run=_run_synth)
     return parser
+
+
+def _run_encode(args) -> int:
+    from .encode import encode_file
+    from .report import format_encode_summary
+
+    summary = encode_file(
+        args.input, args.output, tol=args.tol, method=args.method, device=args.device, populations=args.population,
+        batch_cells=args.batch_cells, block_order=args.block_order, force=args.force,
+    )
+    print(json.dumps(summary, indent=2) if args.json else format_encode_summary(summary))
+    return EXIT_OK
+
+
+def _run_decode(args) -> int:
+    from .decode import decode_file
+
+    print(f"wrote {decode_file(args.input, args.output, force=args.force)}")
+    return EXIT_OK
+
+
+def _run_verify(args) -> int:
+    from .report import format_verify_report
+    from .verify import verify_files
+
+    report = verify_files(args.original, args.other)
+    print(json.dumps(report, indent=2) if args.json else format_verify_report(report))
+    return EXIT_OK
 
 
 def _run_info(args) -> int:
@@ -88,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vdfzip: error: {exc} (see vdfzip --help)", file=sys.stderr)
     except VdfzipError as exc:
         print(f"vdfzip: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # output piped into e.g. head: nothing left to say
+        sys.stderr.close()
+        return EXIT_OK
     except OSError as exc:
         print(f"vdfzip: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
     return EXIT_USAGE

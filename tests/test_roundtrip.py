@@ -1,0 +1,174 @@
+"""encode → decode → verify end to end: the round-trip invariants of DESIGN.md, and robustness."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import shared_file
+from vdfzip import layout, vlsv
+from vdfzip.cli import main
+from vdfzip.decode import CompressedFile, decode_file
+from vdfzip.encode import encode_file
+from vdfzip.synth import write_synthetic_restart
+from vdfzip.verify import verify_files
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    path = tmp_path_factory.mktemp("synth") / "restart.vlsv"
+    write_synthetic_restart(path, cells=6, seed=3)
+    return path
+
+
+def _assert_invariants(report: dict, tol: float, lossless: bool = False):
+    assert report["blocks_identical"] and report["non_vdf_identical"], report
+    assert report["rel_l2"]["max"] <= tol
+    for key in ("density_rel_err_max", "velocity_err_over_vth_max", "pressure_tensor_rel_err_max"):
+        assert report[key] <= (0 if lossless else 1e-6), (key, report[key])
+    if not lossless:
+        assert report["negative_values"] == 0
+
+
+@pytest.mark.filterwarnings("ignore::vdfzip.vlasiator.SparsityThresholdWarning")
+@pytest.mark.parametrize("name, tol", [("fullf.0000001.vlsv", 1e-2), ("bulk.1d.vlsv", 3e-2)])
+def test_octree_round_trip_of_real_files(tmp_path, name, tol):
+    source = shared_file(name)
+    compressed = tmp_path / "c.vdfz.vlsv"
+    summary = encode_file(source, compressed, tol=tol, method="octree", progress=False)
+    decoded = decode_file(compressed, tmp_path / "d.vlsv", progress=False)
+    report = verify_files(source, decoded)
+    _assert_invariants(report, tol)
+    assert report["methods"] == {}  # a decoded file says nothing about codecs
+    on_the_fly = verify_files(source, compressed)
+    assert on_the_fly["rel_l2"] == report["rel_l2"] and on_the_fly["ratio"] == pytest.approx(summary["ratio"])
+    assert sum(on_the_fly["methods"].values()) == report["cells"]
+    original, restored = source.read_bytes(), decoded.read_bytes()
+    assert len(original) == len(restored)
+    with vlsv.read(source) as f:
+        for e in f.elements:  # every byte outside BLOCKVARIABLE is identical
+            if e.tag != "BLOCKVARIABLE":
+                assert original[e.offset : e.offset + e.nbytes] == restored[e.offset : e.offset + e.nbytes]
+        assert original[f.footer_offset :] == restored[f.footer_offset :]
+
+
+def test_lossless_round_trip_of_the_real_restart_is_exact(tmp_path, restart_small):
+    compressed = tmp_path / "c.vdfz.vlsv"
+    encode_file(restart_small, compressed, method="lossless", progress=False)
+    decoded = decode_file(compressed, tmp_path / "d.vlsv", progress=False)
+    assert decoded.read_bytes() == restart_small.read_bytes()
+
+
+def test_synthetic_restart_round_trip_with_two_populations(tmp_path, synthetic):
+    compressed = tmp_path / "c.vdfz.vlsv"
+    summary = encode_file(synthetic, compressed, tol=3e-2, method="octree,lossless", progress=False)
+    assert set(summary["populations"]) == {"proton", "helium"} and summary["ratio"] > 5
+    report = verify_files(synthetic, decode_file(compressed, progress=False))
+    _assert_invariants(report, 3e-2)
+    assert set(report["populations"]) == {"proton", "helium"}
+
+
+def test_population_selection_and_sorted_block_order(tmp_path, synthetic):
+    compressed = tmp_path / "c.vdfz.vlsv"
+    encode_file(synthetic, compressed, tol=3e-2, method="octree", populations=["helium"], block_order="sorted",
+                progress=False)
+    with vlsv.read(compressed) as f:
+        assert layout.compressed_population_names(f) == ["helium"]
+        assert f.find("BLOCKVARIABLE", name="proton") is not None
+    report = verify_files(synthetic, decode_file(compressed, progress=False))
+    assert report["populations"]["proton"]["rel_l2"]["max"] == 0
+    assert not report["populations"]["helium"]["blocks_identical"] and report["non_vdf_identical"]
+    assert report["populations"]["helium"]["rel_l2"]["max"] <= 3e-2
+
+
+def test_cells_are_decoded_from_their_own_bytes_only(tmp_path, fullf, monkeypatch):
+    compressed = tmp_path / "c.vdfz.vlsv"
+    encode_file(fullf, compressed, tol=3e-2, method="octree", progress=False)
+    with CompressedFile(compressed) as f:
+        read = []
+        original_read_rows = f.vlsv.read_rows
+        monkeypatch.setattr(f.vlsv, "read_rows", lambda e, a, b: read.append((e.tag, e.name, a, b)) or original_read_rows(e, a, b))
+        batch = f.cells("antiproton", 0, 1)
+        assert batch.values.shape == (1395, 64)
+        records = [r for r in read if r[0] == "VDFZIP_RECORDS"]
+        assert records == [("VDFZIP_RECORDS", "antiproton", 0, int(f.populations["antiproton"].record_offsets[1]))]
+
+
+def _cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_chain_and_json_report(tmp_path, capsys, fullf):
+    out = tmp_path / "f.vdfz.vlsv"
+    assert _cli(capsys, "encode", fullf, "-o", out, "--method", "octree", "--tol", "3e-2")[0] == 0
+    assert _cli(capsys, "decode", out)[0] == 0
+    code, text, _ = _cli(capsys, "verify", fullf, tmp_path / "f.decoded.vlsv", "--json")
+    report = json.loads(text)
+    for key in ("cells", "ratio", "rel_l2", "density_rel_err_max", "velocity_err_over_vth_max", "pressure_rel_err_max",
+                "pressure_tensor_rel_err_max", "heat_flux_err_over_vth3_max", "log10_err", "content_lost_fraction",
+                "content_blocks_lost_fraction", "content_blocks_gained_fraction", "blocks_identical",
+                "non_vdf_identical", "methods", "populations"):
+        assert key in report, key
+    assert code == 0 and report["rel_l2"]["max"] <= 3e-2
+    code, text, _ = _cli(capsys, "verify", fullf, out)
+    assert code == 0 and "non-VDF arrays identical: True" in text
+
+
+def _one_line_error(result, expected):
+    code, _, err = result
+    assert code == 2 and err.count("\n") == 1 and err.startswith("vdfzip: error:") and expected in err, err
+
+
+def test_robustness(tmp_path, capsys, fullf):
+    out = tmp_path / "f.vdfz.vlsv"
+    _one_line_error(_cli(capsys, "encode", fullf, "-o", fullf, "--method", "lossless"), "is the input file")
+    _one_line_error(_cli(capsys, "encode", fullf, "-o", out, "--tol", "2"), "must be in [1e-6, 1)")
+    _one_line_error(_cli(capsys, "encode", fullf, "-o", out, "--method", "zip9"), "unknown codec 'zip9'")
+    _one_line_error(_cli(capsys, "encode", fullf, "-o", out, "--population", "electron"), "no population 'electron'")
+    _one_line_error(_cli(capsys, "encode", fullf, "-o", out, "--device", "cuda"), "--device cuda")
+    _one_line_error(_cli(capsys, "decode", fullf), "not a vdfzip-compressed file")
+    assert list(tmp_path.iterdir()) == []
+
+    assert _cli(capsys, "encode", fullf, "-o", out, "--method", "octree")[0] == 0
+    _one_line_error(_cli(capsys, "encode", fullf, "-o", out), "exists; pass --force")
+    _one_line_error(_cli(capsys, "encode", out, "-o", tmp_path / "again.vlsv"), "already compressed by vdfzip")
+    assert _cli(capsys, "encode", fullf, "-o", out, "--method", "octree", "--force")[0] == 0
+
+    data = bytearray(out.read_bytes())
+    with vlsv.read(out) as f:
+        records = f.element("VDFZIP_RECORDS", name="antiproton")
+    data[records.offset + 40] ^= 0xFF
+    corrupt = tmp_path / "corrupt.vdfz.vlsv"
+    corrupt.write_bytes(bytes(data))
+    _one_line_error(_cli(capsys, "decode", corrupt, "-o", tmp_path / "x.vlsv"), "population antiproton: cell 1 (#0) fails its checksum")
+    assert not (tmp_path / "x.vlsv").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+    truncated = tmp_path / "truncated.vdfz.vlsv"
+    truncated.write_bytes(out.read_bytes()[: records.offset + 10])
+    _one_line_error(_cli(capsys, "decode", truncated), "truncated")
+
+
+def test_unknown_format_version_and_codec_are_refused(tmp_path, capsys, fullf):
+    out = tmp_path / "f.vdfz.vlsv"
+    encode_file(fullf, out, method="lossless", progress=False)
+    for old, new, expected in ((b'"format": 1', b'"format": 9', "format version 9"),
+                               (b'"id": "lossless"', b'"id": "losslesX"', "unknown codec 'losslesX'")):
+        data = out.read_bytes()
+        with vlsv.read(out) as f:
+            header = f.element("VDFZIP_HEADER", name="proton")
+        text = data[header.offset : header.offset + header.nbytes].replace(old, new)
+        changed = tmp_path / "changed.vlsv"
+        with vlsv.read(out) as f, vlsv.VlsvWriter(changed) as w:
+            for e in f.write_order():
+                if e.tag == "VDFZIP_HEADER" and e.name == "proton":
+                    attrs = {k: v for k, v in e.attrs.items() if k not in vlsv.SIZE_ATTRIBUTES}
+                    attrs["crc32"] = layout.checksum(text)
+                    w.write_array(e.tag, np.frombuffer(text, np.uint8), **attrs)
+                else:
+                    w.copy_element(e, f.raw(e))
+        _one_line_error(_cli(capsys, "decode", changed, "-o", tmp_path / "x.vlsv"), expected)

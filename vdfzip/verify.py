@@ -1,0 +1,199 @@
+"""``vdfzip verify``: how far a decoded (or compressed) file is from its original.
+
+Streams both files cell batch by cell batch and reports the keys of DESIGN.md: per-cell rel L2
+percentiles, moment errors (density, velocity over the thermal speed, scalar and full pressure,
+heat flux), tail metrics (log10 error over voxels above the sparsity threshold, content lost,
+content blocks lost or gained), whether block ids and every non-VDF array are identical, the
+codecs used and the honest compression ratio when OTHER is compressed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import layout, metrics, physics, vlsv
+from .decode import CompressedFile
+from .encode import MAX_BATCH_BLOCKS
+from .errors import VdfzipError
+from .reconstruct import cell_rel_l2
+from .vlasiator import VDF_TAGS, CellBatch, Population, VlasiatorFile, cell_ranges
+
+_LOG_BINS = np.linspace(0.0, 12.0, 12001)  # |log10 g − log10 f| histogram, 1e-3-decade bins
+
+
+class MismatchError(VdfzipError):
+    """The two files do not hold the same cells or block sets: they cannot be compared."""
+
+
+@dataclass
+class Accumulator:
+    """Running totals of one population's comparison."""
+
+    rel_l2: list = field(default_factory=list)
+    maxima: Counter = field(default_factory=Counter)
+    log_histogram: np.ndarray = field(default_factory=lambda: np.zeros(len(_LOG_BINS) - 1, dtype=np.int64))
+    counts: Counter = field(default_factory=Counter)
+    blocks_identical: bool = True
+    negative_values: int = 0
+
+    def add_errors(self, key: str, values: np.ndarray) -> None:
+        if values.size:
+            self.maxima[key] = max(self.maxima[key], float(np.nanmax(values)))
+
+    def merge(self, other: Accumulator) -> None:
+        self.rel_l2 += other.rel_l2
+        for key, value in other.maxima.items():
+            self.maxima[key] = max(self.maxima[key], value)
+        self.log_histogram += other.log_histogram
+        self.counts.update(other.counts)
+        self.blocks_identical &= other.blocks_identical
+        self.negative_values += other.negative_values
+
+    def report(self, cells: int) -> dict:
+        rel = np.concatenate(self.rel_l2) if self.rel_l2 else np.zeros(0)
+        quantiles = np.percentile(rel, [50, 95, 100]) if rel.size else [0.0] * 3
+        c = self.counts
+        return {
+            "cells": cells,
+            "rel_l2": dict(zip(("median", "p95", "max"), map(float, quantiles))),
+            "density_rel_err_max": self.maxima["density"],
+            "velocity_err_over_vth_max": self.maxima["velocity"],
+            "pressure_rel_err_max": self.maxima["pressure"],
+            "pressure_tensor_rel_err_max": self.maxima["pressure_tensor"],
+            "heat_flux_err_over_vth3_max": self.maxima["heat_flux"],
+            "log10_err": {"p50": _histogram_quantile(self.log_histogram, 0.5), "p95": _histogram_quantile(self.log_histogram, 0.95)},
+            "content_lost_fraction": _fraction(c["content_lost"], c["content_voxels"]),
+            "content_blocks_lost_fraction": _fraction(c["blocks_lost"], c["content_blocks"]),
+            "content_blocks_gained_fraction": _fraction(c["blocks_gained"], c["other_blocks"]),
+            "negative_values": self.negative_values,
+            "blocks_identical": self.blocks_identical,
+        }
+
+
+def _fraction(count: int, total: int) -> float:
+    return count / total if total else 0.0
+
+
+def _histogram_quantile(histogram: np.ndarray, q: float) -> float:
+    """Upper edge of the bin holding quantile ``q`` (exact to the 1e-3-decade bin width)."""
+    total = histogram.sum()
+    if not total:
+        return 0.0
+    return float(_LOG_BINS[1:][np.searchsorted(np.cumsum(histogram), q * total)])
+
+
+def _moment_errors(original: physics.Moments, other: physics.Moments) -> dict[str, np.ndarray]:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n, vth, p = original.density, original.thermal_speed, original.scalar_pressure
+        return {
+            "density": np.abs(other.density - n) / n,
+            "velocity": np.linalg.norm(other.velocity - original.velocity, axis=1) / vth,
+            "pressure": np.abs(other.scalar_pressure - p) / p,
+            "pressure_tensor": np.linalg.norm(other.pressure - original.pressure, axis=(1, 2))
+            / np.linalg.norm(original.pressure, axis=(1, 2)),
+            "heat_flux": np.linalg.norm(other.heat_flux - original.heat_flux, axis=1) / (n * original.mass * vth**3),
+        }
+
+
+def _aligned(original: CellBatch, other: CellBatch, population: str) -> tuple[np.ndarray, bool]:
+    """``other``'s values in ``original``'s block order, and whether the ids were already in it."""
+    if not np.array_equal(original.cell_ids, other.cell_ids) or not np.array_equal(original.offsets, other.offsets):
+        raise MismatchError(f"population {population}: the files store different cells or block counts")
+    if np.array_equal(original.block_ids, other.block_ids):
+        return np.asarray(other.values), True
+    rows = np.empty(len(original.block_ids), dtype=np.int64)
+    for i in range(len(original)):
+        lo, hi = original.offsets[i], original.offsets[i + 1]
+        mine, theirs = original.block_ids[lo:hi], other.block_ids[lo:hi]
+        order_mine, order_theirs = np.argsort(mine), np.argsort(theirs)
+        if not np.array_equal(mine[order_mine], theirs[order_theirs]):
+            raise MismatchError(f"population {population}: cell {int(original.cell_ids[i])} has a different block set")
+        rows[lo + order_mine] = lo + order_theirs
+    return np.asarray(other.values)[rows], False
+
+
+def compare_batch(original: CellBatch, other: CellBatch, population: Population) -> Accumulator:
+    """All metrics of one batch of cells."""
+    acc = Accumulator()
+    g, acc.blocks_identical = _aligned(original, other, population.name)
+    f = np.asarray(original.values)
+    acc.rel_l2.append(cell_rel_l2(g, f, original.offsets))
+    mesh, mass, threshold = population.mesh, population.mass, population.threshold
+    mine = physics.moments(original.block_ids, f, original.offsets, mesh, mass)
+    theirs = physics.moments(original.block_ids, g, original.offsets, mesh, mass)
+    for key, values in _moment_errors(mine, theirs).items():
+        acc.add_errors(key, values[mine.density > 0])
+    acc.log_histogram += np.histogram(np.clip(metrics.log10_errors(g, f, threshold), 0, 12), _LOG_BINS)[0]
+    content = f >= threshold
+    block_before, block_after = f.max(axis=1) >= threshold, g.max(axis=1) >= threshold
+    acc.counts.update(
+        content_voxels=int(content.sum()),
+        content_lost=int((content & (g < threshold)).sum()),
+        content_blocks=int(block_before.sum()),
+        other_blocks=int((~block_before).sum()),
+        blocks_lost=int((block_before & ~block_after).sum()),
+        blocks_gained=int((~block_before & block_after).sum()),
+    )
+    acc.negative_values = int((g < 0).sum())
+    return acc
+
+
+def _non_vdf(file: vlsv.VlsvFile) -> list[vlsv.Element]:
+    skip = set(VDF_TAGS) | set(layout.ORIGINAL)
+    return [e for e in file.write_order() if e.tag not in skip]
+
+
+def non_vdf_identical(a: vlsv.VlsvFile, b: vlsv.VlsvFile) -> bool:
+    """Every non-VDF array present in both, in the same order, with equal attributes and bytes."""
+    mine, theirs = _non_vdf(a), _non_vdf(b)
+    return len(mine) == len(theirs) and all(
+        x.tag == y.tag and dict(x.attrs) == dict(y.attrs) and a.raw(x) == b.raw(y) for x, y in zip(mine, theirs)
+    )
+
+
+def verify_files(original: str | os.PathLike, other: str | os.PathLike) -> dict:
+    """Compare ``other`` (a decoded or a vdfzip-compressed file) with ``original``."""
+    with VlasiatorFile(original) as source, vlsv.read(other) as other_vlsv:
+        compressed = CompressedFile(other_vlsv) if layout.is_compressed(other_vlsv) else None
+        plain = None if compressed else VlasiatorFile(other_vlsv)
+        report = {"populations": {}}
+        total, cells, methods, input_bytes, output_bytes = Accumulator(), 0, Counter(), 0, 0
+        for name, population in source.populations.items():
+            if not population.block_count:
+                continue
+            acc = Accumulator()
+            for start, stop in cell_ranges(population.offsets, MAX_BATCH_BLOCKS):
+                theirs = compressed.cells(name, start, stop) if compressed and name in compressed.populations else None
+                theirs = theirs or _plain_cells(plain or VlasiatorFile(other_vlsv), name, start, stop)
+                acc.merge(compare_batch(population.cells(start, stop), theirs, population))
+            pop_methods = _methods(compressed, name)
+            entry = acc.report(population.cell_count) | {"methods": pop_methods}
+            if compressed and name in compressed.populations:
+                entry["ratio"] = population.vdf_bytes / compressed.populations[name].compressed_bytes
+                input_bytes += population.vdf_bytes
+                output_bytes += compressed.populations[name].compressed_bytes
+            report["populations"][name] = entry
+            total.merge(acc)
+            cells += population.cell_count
+            methods.update(pop_methods)
+        summary = total.report(cells)
+        summary["ratio"] = input_bytes / output_bytes if compressed and output_bytes else None
+        summary["methods"] = dict(methods)
+        summary["non_vdf_identical"] = non_vdf_identical(source.vlsv, other_vlsv)
+        return summary | report
+
+
+def _plain_cells(file: VlasiatorFile, name: str, start: int, stop: int) -> CellBatch:
+    return file.population(name).cells(start, stop)
+
+
+def _methods(compressed: CompressedFile | None, name: str) -> dict[str, int]:
+    if not compressed or name not in compressed.populations:
+        return {}
+    p = compressed.populations[name]
+    counts = np.bincount(p.index["codec"], minlength=len(p.codecs))
+    return {codec.codec_id: int(n) for codec, n in zip(p.codecs, counts) if n}
