@@ -37,3 +37,11 @@ def assert_readers_agree(path, population: str, cells: int | None = None):
 
 def test_bulk_1d_cells_agree():
     assert_readers_agree(shared_file("bulk.1d.vlsv"), "proton")
+
+
+def test_synthetic_restart_cells_agree(tmp_path):
+    from vdfzip.synth import write_synthetic_restart
+
+    path = tmp_path / "synthetic.vlsv"
+    write_synthetic_restart(path, cells=3, seed=5)
+    assert_readers_agree(path, "proton", cells=2)
