@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 # the project's torch range does not pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test install install-dev bench-io clean
+.PHONY: demo test install install-dev bench-io bench-rd clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,16 +27,23 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# synthesize a 100-cell restart, compress it, restore it, compare the restored file with the original
 demo: install
 	mkdir -p $(DEMO_DIR)
 	$(BIN)/vdfzip synth $(DEMO_DIR)/restart.vlsv --cells 100 --seed 1 --force
-	$(BIN)/vdfzip info $(DEMO_DIR)/restart.vlsv
+	$(BIN)/vdfzip encode $(DEMO_DIR)/restart.vlsv --tol 1e-2 --force
+	$(BIN)/vdfzip decode $(DEMO_DIR)/restart.vdfz.vlsv --force
+	$(BIN)/vdfzip verify $(DEMO_DIR)/restart.vlsv $(DEMO_DIR)/restart.decoded.vlsv
 
 test: install-dev
 	$(BIN)/python -m pytest -q
 
 bench-io: install
-	$(BIN)/python bench/io.py
+	$(BIN)/python bench/io.py --repeat 2 --markdown bench/RESULTS-io.md
+
+bench-rd: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python bench/rate_distortion.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
