@@ -172,3 +172,20 @@ def test_unknown_format_version_and_codec_are_refused(tmp_path, capsys, fullf):
                 else:
                     w.copy_element(e, f.raw(e))
         _one_line_error(_cli(capsys, "decode", changed, "-o", tmp_path / "x.vlsv"), expected)
+
+
+def test_verify_tail_metrics_match_a_direct_computation(tmp_path, fullf):
+    from vdfzip import metrics, vlasiator
+
+    compressed = tmp_path / "c.vdfz.vlsv"
+    encode_file(fullf, compressed, tol=3e-2, method="octree", progress=False)
+    report = verify_files(fullf, compressed)["populations"]["antiproton"]
+    with vlasiator.open_file(fullf) as f, CompressedFile(compressed) as c:
+        p = f.population("antiproton")
+        direct = metrics.tail_metrics(c.cells("antiproton", 0, 1).values, p.cell(0)[1], p.threshold)
+    assert direct["content_lost_fraction"] > 0.05  # a linear-space codec at 3e-2 does lose tail voxels
+    for key in ("content_lost_fraction", "content_blocks_lost_fraction", "content_blocks_gained_fraction"):
+        assert report[key] == pytest.approx(direct[key])
+    for q in ("p50", "p95"):
+        assert report["log10_err"][q] == pytest.approx(direct["log10_err"][q], abs=2e-3)
+    assert report["rel_l2"]["max"] == pytest.approx(direct["rel_l2"], rel=1e-6)

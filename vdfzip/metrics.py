@@ -31,6 +31,8 @@ __all__ = [
     "log10_error_percentiles",
     "content_lost_fraction",
     "content_blocks_changed",
+    "content_fractions",
+    "tail_counts",
     "tail_metrics",
 ]
 
@@ -56,30 +58,48 @@ def log10_error_percentiles(errors: np.ndarray) -> dict[str, float]:
     return {"p50": float(p50), "p95": float(p95)}
 
 
+def tail_counts(decoded: np.ndarray, original: np.ndarray, threshold: float) -> dict[str, int]:
+    """The counts behind the content metrics, so they can be summed over batches of cells:
+    voxels with f ≥ threshold and those of them that fell below it; content blocks (max ≥
+    threshold) and those that lost their content; the other blocks and those that gained some."""
+    f, g = np.asarray(original), np.asarray(decoded)
+    content = f >= threshold
+    before, after = f.max(axis=1) >= threshold, g.max(axis=1) >= threshold
+    return {
+        "content_voxels": int(content.sum()),
+        "content_lost": int((content & (g < threshold)).sum()),
+        "content_blocks": int(before.sum()),
+        "blocks_lost": int((before & ~after).sum()),
+        "other_blocks": int((~before).sum()),
+        "blocks_gained": int((~before & after).sum()),
+    }
+
+
+def content_fractions(counts: dict[str, int]) -> dict[str, float]:
+    """``content_lost_fraction``, ``content_blocks_lost_fraction`` and
+    ``content_blocks_gained_fraction`` from (summed) :func:`tail_counts`."""
+    return {
+        "content_lost_fraction": _fraction(counts["content_lost"], counts["content_voxels"]),
+        "content_blocks_lost_fraction": _fraction(counts["blocks_lost"], counts["content_blocks"]),
+        "content_blocks_gained_fraction": _fraction(counts["blocks_gained"], counts["other_blocks"]),
+    }
+
+
 def content_lost_fraction(decoded: np.ndarray, original: np.ndarray, threshold: float) -> float:
     """Fraction of the voxels with ``f ≥ threshold`` whose decoded value is below it."""
-    content = np.asarray(original) >= threshold
-    lost = content & (np.asarray(decoded) < threshold)
-    return _fraction(int(lost.sum()), int(content.sum()))
+    return content_fractions(tail_counts(decoded, original, threshold))["content_lost_fraction"]
 
 
 def content_blocks_changed(decoded: np.ndarray, original: np.ndarray, threshold: float) -> tuple[float, float]:
     """``(lost, gained)``: the fraction of content blocks (max ≥ threshold) whose decoded max falls
     below the threshold, and the fraction of the other blocks whose decoded max reaches it."""
-    before = np.asarray(original).max(axis=1) >= threshold
-    after = np.asarray(decoded).max(axis=1) >= threshold
-    lost = _fraction(int((before & ~after).sum()), int(before.sum()))
-    gained = _fraction(int((~before & after).sum()), int((~before).sum()))
-    return lost, gained
+    fractions = content_fractions(tail_counts(decoded, original, threshold))
+    return fractions["content_blocks_lost_fraction"], fractions["content_blocks_gained_fraction"]
 
 
 def tail_metrics(decoded: np.ndarray, original: np.ndarray, threshold: float) -> dict:
     """Every metric of this module for ``(n, wid³)`` block values, keyed as in ``vdfzip verify --json``."""
-    lost, gained = content_blocks_changed(decoded, original, threshold)
     return {
         "rel_l2": relative_l2(decoded, original),
         "log10_err": log10_error_percentiles(log10_errors(decoded, original, threshold)),
-        "content_lost_fraction": content_lost_fraction(decoded, original, threshold),
-        "content_blocks_lost_fraction": lost,
-        "content_blocks_gained_fraction": gained,
-    }
+    } | content_fractions(tail_counts(decoded, original, threshold))

@@ -56,7 +56,6 @@ class Accumulator:
     def report(self, cells: int) -> dict:
         rel = np.concatenate(self.rel_l2) if self.rel_l2 else np.zeros(0)
         quantiles = np.percentile(rel, [50, 95, 100]) if rel.size else [0.0] * 3
-        c = self.counts
         return {
             "cells": cells,
             "rel_l2": dict(zip(("median", "p95", "max"), map(float, quantiles))),
@@ -66,16 +65,9 @@ class Accumulator:
             "pressure_tensor_rel_err_max": self.maxima["pressure_tensor"],
             "heat_flux_err_over_vth3_max": self.maxima["heat_flux"],
             "log10_err": {"p50": _histogram_quantile(self.log_histogram, 0.5), "p95": _histogram_quantile(self.log_histogram, 0.95)},
-            "content_lost_fraction": _fraction(c["content_lost"], c["content_voxels"]),
-            "content_blocks_lost_fraction": _fraction(c["blocks_lost"], c["content_blocks"]),
-            "content_blocks_gained_fraction": _fraction(c["blocks_gained"], c["other_blocks"]),
             "negative_values": self.negative_values,
             "blocks_identical": self.blocks_identical,
-        }
-
-
-def _fraction(count: int, total: int) -> float:
-    return count / total if total else 0.0
+        } | metrics.content_fractions(self.counts)
 
 
 def _histogram_quantile(histogram: np.ndarray, q: float) -> float:
@@ -128,16 +120,7 @@ def compare_batch(original: CellBatch, other: CellBatch, population: Population)
     for key, values in _moment_errors(mine, theirs).items():
         acc.add_errors(key, values[mine.density > 0])
     acc.log_histogram += np.histogram(np.clip(metrics.log10_errors(g, f, threshold), 0, 12), _LOG_BINS)[0]
-    content = f >= threshold
-    block_before, block_after = f.max(axis=1) >= threshold, g.max(axis=1) >= threshold
-    acc.counts.update(
-        content_voxels=int(content.sum()),
-        content_lost=int((content & (g < threshold)).sum()),
-        content_blocks=int(block_before.sum()),
-        other_blocks=int((~block_before).sum()),
-        blocks_lost=int((block_before & ~block_after).sum()),
-        blocks_gained=int((~block_before & block_after).sum()),
-    )
+    acc.counts.update(metrics.tail_counts(g, f, threshold))
     acc.negative_values = int((g < 0).sum())
     return acc
 
