@@ -124,8 +124,12 @@ class EncodedPopulation:
 
 
 def _attempt(codec: Codec, batch: CellBatch, cells: np.ndarray, tol: float, mesh) -> dict[int, bytes]:
+    """Payloads of the cells that ``codec`` can encode within ``tol`` (cells without blocks go
+    straight to lossless, whose payload for them is a few bytes)."""
     payloads = {}
     for c in cells:
+        if codec.codec_id != LOSSLESS and batch.offsets[c] == batch.offsets[c + 1]:
+            continue
         try:
             payloads[c] = codec.encode_cell(*batch.cell(c), mesh, tol)
         except ToleranceNotMetError:

@@ -73,15 +73,16 @@ def reconstruct(
 
 
 def cell_rel_l2(decoded: np.ndarray, original: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Per-cell ‖decoded − original‖₂ / ‖original‖₂ over each cell's rows (float64)."""
-    original = np.asarray(original, dtype=np.float64)
-    difference = (np.asarray(decoded, dtype=np.float64) - original).reshape(len(original), -1)
-    starts = np.asarray(offsets[:-1])
-    nonempty = np.diff(offsets) > 0
-    error = np.zeros(len(starts))
-    norm = np.zeros(len(starts))
-    if len(original):
-        error[nonempty] = np.add.reduceat((difference**2).sum(axis=1), starts[nonempty])
-        norm[nonempty] = np.add.reduceat((original.reshape(len(original), -1) ** 2).sum(axis=1), starts[nonempty])
+    """Per-cell ‖decoded − original‖₂ / ‖original‖₂ over each cell's rows (float64; 0 for a cell
+    without blocks or with an all-zero original that is decoded exactly)."""
+    offsets = np.asarray(offsets)
+    error, norm = np.zeros(len(offsets) - 1), np.zeros(len(offsets) - 1)
+    nonempty = np.flatnonzero(np.diff(offsets) > 0)
+    if len(nonempty):
+        original = np.asarray(original, dtype=np.float64).reshape(offsets[-1], -1)
+        decoded = np.asarray(decoded, dtype=np.float64).reshape(original.shape)
+        starts = offsets[nonempty]
+        error[nonempty] = np.add.reduceat(((decoded - original) ** 2).sum(axis=1), starts)
+        norm[nonempty] = np.add.reduceat((original**2).sum(axis=1), starts)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(norm > 0, np.sqrt(error / norm), np.where(error > 0, 1.0, 0.0))
