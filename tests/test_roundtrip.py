@@ -203,3 +203,11 @@ def test_cell_without_blocks_round_trips(tmp_path, fullf):
     report = verify_files(source, decode_file(compressed, progress=False))
     _assert_invariants(report, 3e-2)
     assert report["populations"]["proton"]["cells"] == 2
+
+
+def test_library_api_is_importable_from_the_package():
+    import vdfzip
+
+    assert (vdfzip.encode_file, vdfzip.decode_file, vdfzip.verify_files) == (encode_file, decode_file, verify_files)
+    with pytest.raises(AttributeError):
+        vdfzip.compress_everything  # noqa: B018

@@ -2,7 +2,9 @@
 
 The layers, bottom up: :mod:`vdfzip.vlsv` (the container), :mod:`vdfzip.vlasiator`
 (populations, meshes, cells), :mod:`vdfzip.mesh` and :mod:`vdfzip.physics` (geometry and
-moments), :mod:`vdfzip.synth` (synthetic restarts), :mod:`vdfzip.cli` (the command line).
+moments), :mod:`vdfzip.conservation` (moment restoration), :mod:`vdfzip.codecs`,
+:mod:`vdfzip.layout` (the compressed format), :func:`encode_file`, :func:`decode_file`,
+:func:`verify_files`, :mod:`vdfzip.synth` (synthetic restarts), :mod:`vdfzip.cli`.
 """
 
 import importlib.util
@@ -31,3 +33,13 @@ def _load_source_kernels() -> None:
 
 
 _load_source_kernels()
+
+_API = {"encode_file": "encode", "decode_file": "decode", "verify_files": "verify"}
+
+
+def __getattr__(name: str):
+    """``vdfzip.encode_file`` / ``decode_file`` / ``verify_files``, imported on first use so that
+    ``import vdfzip`` (and ``vdfzip --help``) stays light."""
+    if name in _API:
+        return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
