@@ -18,7 +18,7 @@ EXIT_OK, EXIT_USAGE = 0, 2
 
 
 class _UsageError(Exception):
-    pass
+    """A command-line usage mistake, reported as one line."""
 
 
 class _Parser(argparse.ArgumentParser):

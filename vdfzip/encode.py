@@ -9,6 +9,7 @@ output, so memory holds one batch plus a few bytes of index per cell.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -130,10 +131,8 @@ def _attempt(codec: Codec, batch: CellBatch, cells: np.ndarray, tol: float, mesh
     for c in cells:
         if codec.codec_id != LOSSLESS and batch.offsets[c] == batch.offsets[c + 1]:
             continue
-        try:
+        with contextlib.suppress(ToleranceNotMetError):  # the cell moves on to the next codec
             payloads[c] = codec.encode_cell(*batch.cell(c), mesh, tol)
-        except ToleranceNotMetError:
-            pass
     return payloads
 
 
@@ -204,6 +203,10 @@ def encode_population(
                     layout.checksum(record),
                 )
             moments[rows] = layout.moments_to_columns(batch_moments)
+            fallen = [int(batch.cell_ids[i]) for i, k in enumerate(codec_of_cell) if k > 0 and chain[k].codec_id == LOSSLESS]
+            if fallen:
+                log.warning("population %s: cells %s stored losslessly: no lossy codec met the tolerance "
+                            "after moment restoration", population.name, fallen)
             summary.methods.update(chain[k].codec_id for k in codec_of_cell)
             summary.errors.append(errors)
             bar.update(len(batch))
