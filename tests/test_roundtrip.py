@@ -81,6 +81,8 @@ def test_population_selection_and_sorted_block_order(tmp_path, synthetic):
     assert report["populations"]["proton"]["rel_l2"]["max"] == 0
     assert not report["populations"]["helium"]["blocks_identical"] and report["non_vdf_identical"]
     assert report["populations"]["helium"]["rel_l2"]["max"] <= 3e-2
+    on_the_fly = verify_files(synthetic, compressed)  # one population compressed, one plain
+    assert on_the_fly["populations"]["proton"]["rel_l2"]["max"] == 0 and on_the_fly["methods"] == {"octree": 6}
 
 
 def test_cells_are_decoded_from_their_own_bytes_only(tmp_path, fullf, monkeypatch):

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import projection as kernel
-from .physics import Moments
+from .physics import PRESSURE_COMPONENTS, Moments
 from .vlasiator import VelocityMesh
 
-#: Second-order basis entries (after 1, ux, uy, uz) as index pairs, in kernel order.
-_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
 _UPPER = np.triu_indices(kernel.BASIS)
 
 
@@ -45,7 +43,7 @@ def target_sums(target: Moments, mesh: VelocityMesh, centers: np.ndarray, scales
     sums = np.empty((len(count), kernel.BASIS))
     sums[:, 0] = count
     sums[:, 1:4] = count[:, None] * shift
-    for column, (a, b) in enumerate(_PAIRS):
+    for column, (a, b) in enumerate(PRESSURE_COMPONENTS):
         sums[:, 4 + column] = second[:, a, b]
     return sums
 

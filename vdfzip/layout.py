@@ -28,7 +28,7 @@ import zstandard
 from . import __version__, blockset, vlsv
 from .codecs import Codec, get_codec
 from .errors import VdfzipError
-from .physics import Moments
+from .physics import PRESSURE_COMPONENTS, Moments
 from .vlasiator import VelocityMesh, cell_ranges, parse_config, particle_mass, read_velocity_mesh, sparsity_threshold
 
 FORMAT_VERSION = 1
@@ -50,7 +50,6 @@ INDEX_DTYPE = np.dtype(
     ]
 )
 MOMENT_COLUMNS = 10
-_PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))
 
 
 class CorruptFileError(VdfzipError):
@@ -68,14 +67,14 @@ def checksum(data) -> int:
 
 def moments_to_columns(m: Moments) -> np.ndarray:
     """(cells, 10) float64: density, velocity, the six pressure components."""
-    pressure = np.stack([m.pressure[:, a, b] for a, b in _PAIRS], axis=1)
+    pressure = np.stack([m.pressure[:, a, b] for a, b in PRESSURE_COMPONENTS], axis=1)
     return np.column_stack([m.density, m.velocity, pressure])
 
 
 def columns_to_moments(columns: np.ndarray, mass: float) -> Moments:
     """Inverse of :func:`moments_to_columns` (heat flux is not stored: zeros)."""
     pressure = np.empty((len(columns), 3, 3))
-    for k, (a, b) in enumerate(_PAIRS):
+    for k, (a, b) in enumerate(PRESSURE_COMPONENTS):
         pressure[:, a, b] = pressure[:, b, a] = columns[:, 4 + k]
     return Moments(columns[:, 0].copy(), columns[:, 1:4].copy(), pressure, np.zeros((len(columns), 3)), mass)
 

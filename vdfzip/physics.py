@@ -46,6 +46,9 @@ class Moments:
         return np.where(self.density > 0, t, 0.0)
 
 
+#: Order of the six independent pressure components wherever they are stored: xx, yy, zz, xy, xz, yz.
+PRESSURE_COMPONENTS = kernel.PAIRS
+
 BOLTZMANN = 1.3806503e-23  # J/K, Vlasiator's physicalconstants::K_B
 
 
@@ -73,7 +76,7 @@ def moments(
 def moments_from_sums(sums: np.ndarray, cell_volume: float, mass: float) -> Moments:
     """Scale the kernel's per-cell sums (see :mod:`vdfzip.kernels.moments`) to physical moments."""
     pressure = np.empty((len(sums), 3, 3))
-    for column, (a, b) in enumerate(kernel.PAIRS):
+    for column, (a, b) in enumerate(PRESSURE_COMPONENTS):
         pressure[:, a, b] = pressure[:, b, a] = mass * cell_volume * sums[:, kernel.CENTRAL_VV][:, column]
     return Moments(
         density=sums[:, kernel.SUM_F] * cell_volume,

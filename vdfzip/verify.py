@@ -9,6 +9,7 @@ codecs used and the honest compression ratio when OTHER is compressed.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -142,20 +143,20 @@ def verify_files(original: str | os.PathLike, other: str | os.PathLike) -> dict:
     """Compare ``other`` (a decoded or a vdfzip-compressed file) with ``original``."""
     with VlasiatorFile(original) as source, vlsv.read(other) as other_vlsv:
         compressed = CompressedFile(other_vlsv) if layout.is_compressed(other_vlsv) else None
-        plain = None if compressed else VlasiatorFile(other_vlsv)
+        plain = VlasiatorFile(other_vlsv)  # the populations stored as plain blocks
         report = {"populations": {}}
         total, cells, methods, input_bytes, output_bytes = Accumulator(), 0, Counter(), 0, 0
         for name, population in source.populations.items():
             if not population.block_count:
                 continue
             acc = Accumulator()
+            is_compressed = compressed is not None and name in compressed.populations
+            other_cells = functools.partial(compressed.cells, name) if is_compressed else plain.population(name).cells
             for start, stop in cell_ranges(population.offsets, MAX_BATCH_BLOCKS):
-                theirs = compressed.cells(name, start, stop) if compressed and name in compressed.populations else None
-                theirs = theirs or _plain_cells(plain or VlasiatorFile(other_vlsv), name, start, stop)
-                acc.merge(compare_batch(population.cells(start, stop), theirs, population))
+                acc.merge(compare_batch(population.cells(start, stop), other_cells(start, stop), population))
             pop_methods = _methods(compressed, name)
             entry = acc.report(population.cell_count) | {"methods": pop_methods}
-            if compressed and name in compressed.populations:
+            if is_compressed:
                 entry["ratio"] = population.vdf_bytes / compressed.populations[name].compressed_bytes
                 input_bytes += population.vdf_bytes
                 output_bytes += compressed.populations[name].compressed_bytes
@@ -168,10 +169,6 @@ def verify_files(original: str | os.PathLike, other: str | os.PathLike) -> dict:
         summary["methods"] = dict(methods)
         summary["non_vdf_identical"] = non_vdf_identical(source.vlsv, other_vlsv)
         return summary | report
-
-
-def _plain_cells(file: VlasiatorFile, name: str, start: int, stop: int) -> CellBatch:
-    return file.population(name).cells(start, stop)
 
 
 def _methods(compressed: CompressedFile | None, name: str) -> dict[str, int]:
