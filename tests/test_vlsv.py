@@ -98,6 +98,37 @@ def test_writer_round_trip_with_streamed_array(tmp_path):
     assert copy.read_bytes() == path.read_bytes()
 
 
+def _resident_file_pages_mib() -> int:
+    """RssFile of this process (Linux): pages of mapped files, memory maps included."""
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("RssFile:")) // 1024
+
+
+@pytest.mark.skipif(not hasattr(vlsv.mmap, "MADV_DONTNEED"), reason="needs madvise (Linux)")
+def test_streaming_a_file_keeps_its_pages_out_of_rss_and_views_stay_valid(tmp_path, monkeypatch):
+    path = tmp_path / "big.vlsv"
+    rows = np.arange(3072 * 4096, dtype=np.float32).reshape(3072, 4096)  # 48 MiB, rows of 16 KiB
+    with vlsv.VlsvWriter(path) as w:
+        w.write_array("BLOCKVARIABLE", rows, name="proton")
+    monkeypatch.setattr(vlsv, "RELEASE_BYTES", 4 << 20)
+    with vlsv.read(path) as f:
+        element = f.element("BLOCKVARIABLE", name="proton")
+        first = f.read_rows(element, 0, 64)
+        before = _resident_file_pages_mib()
+        total = sum(float(f.read_rows(element, a, a + 64).sum(dtype=np.float64)) for a in range(0, 3072, 64))
+        grown = _resident_file_pages_mib() - before
+        assert total == float(rows.sum(dtype=np.float64))
+        assert grown < 24, f"{grown} MiB of the 48 MiB file stayed resident"  # without releases: ≥ 48
+        np.testing.assert_array_equal(first, rows[:64])  # released pages read back from the file
+    copy = tmp_path / "copy.vlsv"
+    with vlsv.read(path) as f, vlsv.VlsvWriter(copy) as w:
+        element = f.element("BLOCKVARIABLE", name="proton")
+        with pytest.raises(ValueError, match="bytes given"):
+            w.copy_element(element, b"short")  # a wrong size leaves the output as it was
+        w.copy_element(element, f.raw_chunks(element, size=1 << 20))
+    assert copy.read_bytes() == path.read_bytes()
+
+
 def test_writer_leaves_nothing_behind_on_error(tmp_path):
     path = tmp_path / "out.vlsv"
     with pytest.raises(RuntimeError):

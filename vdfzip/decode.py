@@ -97,5 +97,5 @@ def decode_file(
                     if element.tag in layout.ORIGINAL:
                         _write_original(writer, compressed, element, bar)
                     else:
-                        writer.copy_element(element, compressed.vlsv.raw(element))
+                        writer.copy_element(element, compressed.vlsv.raw_chunks(element))
     return output

@@ -39,7 +39,11 @@ DESIGN_CHAIN = ("mlp", "octree")  # DESIGN.md's default; codecs not built yet ar
 # tolerance 500× below the target, 2–3 kB payloads), and that is still ~50× smaller than lossless.
 MIN_CODEC_TOL = 1e-5
 DEFAULT_BATCH_CELLS = 256
-MAX_BATCH_BLOCKS = 1 << 19
+# Blocks per batch: 128 Ki blocks are 32 MiB of float32 values and a batch's working set is a few
+# float64 copies of them (decoded, restored, compared: ~300 MiB), so encode and decode peak at
+# ~0.6 GB of RSS whatever the file size (bench/RESULTS-e2e.md); 512 Ki blocks peaked at 1.2 GB
+# for no measurable gain in speed.
+MAX_BATCH_BLOCKS = 1 << 17
 
 
 class OptionError(VdfzipError):
@@ -297,7 +301,7 @@ def encode_file(
                         e = encoded[element.name]
                         _write_population_array(writer, element.tag, e, packed[element.name], tol, keep_order)
                     else:
-                        writer.copy_element(element, file.vlsv.raw(element))
+                        writer.copy_element(element, file.vlsv.raw_chunks(element))
     return _summary(source, output, encoded, started)
 
 

@@ -132,10 +132,14 @@ def _non_vdf(file: vlsv.VlsvFile) -> list[vlsv.Element]:
 
 
 def non_vdf_identical(a: vlsv.VlsvFile, b: vlsv.VlsvFile) -> bool:
-    """Every non-VDF array present in both, in the same order, with equal attributes and bytes."""
+    """Every non-VDF array present in both, in the same order, with equal attributes and bytes
+    (compared piece by piece, so that huge arrays do not stay resident)."""
     mine, theirs = _non_vdf(a), _non_vdf(b)
     return len(mine) == len(theirs) and all(
-        x.tag == y.tag and dict(x.attrs) == dict(y.attrs) and a.raw(x) == b.raw(y) for x, y in zip(mine, theirs)
+        x.tag == y.tag
+        and dict(x.attrs) == dict(y.attrs)
+        and all(p == q for p, q in zip(a.raw_chunks(x), b.raw_chunks(y), strict=True))
+        for x, y in zip(mine, theirs)
     )
 
 

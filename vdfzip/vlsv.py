@@ -2,9 +2,11 @@
 
 Layer 1 of vdfzip: knows nothing of physics. A file is opened through a read-only memory map,
 so opening a multi-TiB restart only parses its footer, and reading one array touches only that
-array's pages. The writer reproduces the footer of ``fmihpc/vlsv`` byte for byte (see
-``shared/VLSV.md``): elements sorted by tag (stable), attributes sorted by name, 3-space indent,
-no escaping.
+array's pages. Touched pages of a map count in the process's resident set until the kernel needs
+the memory, so the reader hands them back after every ``RELEASE_BYTES`` it hands out: streaming a
+file of any size keeps RSS bounded (the pages stay in the page cache). The writer reproduces the
+footer of ``fmihpc/vlsv`` byte for byte (see ``shared/VLSV.md``): elements sorted by tag
+(stable), attributes sorted by name, 3-space indent, no escaping.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import mmap
 import os
 import re
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +38,7 @@ _KIND_OF_DATATYPE = {"int": "i", "uint": "u", "float": "f"}
 _DATATYPE_OF_KIND = {"i": "int", "u": "uint", "f": "float", "b": "uint"}
 _ELEMENT = re.compile(r'<([A-Za-z_][\w.-]*)((?:\s+[^\s=>]+="[^"]*")*)\s*>\s*(\d+)\s*</\1>')
 _ATTRIBUTE = re.compile(r'([^\s=>]+)="([^"]*)"')
+RELEASE_BYTES = 1 << 26  # map bytes handed out between two releases of the map's resident pages
 
 
 @dataclass(frozen=True)
@@ -132,6 +135,7 @@ class VlsvFile:
             if self.size < HEADER_BYTES:
                 raise NotVlsvError(f"{self.path}: not a VLSV file ({self.size} bytes, shorter than the header)")
             self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        self._handed_out = 0
         endianness, footer = struct.unpack_from("<QQ", self._map, 0)
         if endianness & 0xFF not in (0, 1) or endianness >> 8:
             raise NotVlsvError(f"{self.path}: not a VLSV file (bad endianness marker {endianness:#x})")
@@ -194,6 +198,7 @@ class VlsvFile:
         if not 0 <= start <= stop <= element.arraysize:
             raise IndexError(f"rows [{start}, {stop}) outside {element.describe()} of {element.arraysize} rows")
         dtype, vs = element.dtype, element.vectorsize
+        self._count((stop - start) * vs * dtype.itemsize)
         data = np.frombuffer(self._map, dtype, (stop - start) * vs, element.offset + start * vs * dtype.itemsize)
         return data if vs == 1 else data.reshape(stop - start, vs)
 
@@ -203,7 +208,32 @@ class VlsvFile:
 
     def raw(self, element: Element) -> memoryview:
         """The array's bytes, unparsed."""
+        self._count(element.nbytes)
         return memoryview(self._map)[element.offset : element.offset + element.nbytes]
+
+    def raw_chunks(self, element: Element, size: int = RELEASE_BYTES // 4) -> Iterator[memoryview]:
+        """The array's bytes in pieces of at most ``size``, each counted when handed out, so that
+        copying or comparing a huge array keeps only a few of its pages resident."""
+        for start in range(element.offset, element.offset + element.nbytes, size):
+            stop = min(start + size, element.offset + element.nbytes)
+            self._count(stop - start)
+            yield memoryview(self._map)[start:stop]
+
+    def _count(self, nbytes: int) -> None:
+        """Note ``nbytes`` more handed out; past :data:`RELEASE_BYTES`, release the map's pages first."""
+        self._handed_out += nbytes
+        if self._handed_out > RELEASE_BYTES:
+            self.release_pages()
+
+    def release_pages(self) -> None:
+        """Drop every page of the map from this process's resident set (``MADV_DONTNEED``).
+
+        Why: a streamed read of a 2 GB file would otherwise leave 2 GB resident. Arrays already
+        handed out stay valid: the file is read-only, and a released page is mapped back from the
+        page cache when touched again. A no-op where ``madvise`` is missing (Windows)."""
+        self._handed_out = 0
+        if hasattr(mmap, "MADV_DONTNEED") and not self._map.closed:
+            self._map.madvise(mmap.MADV_DONTNEED)
 
     def write_order(self) -> list[Element]:
         """Elements in the order their bytes lie in the file (the order they were written)."""
@@ -320,12 +350,17 @@ class VlsvWriter:
 
         return self._stream(element.tag, element.dtype, element.vectorsize, attributes_of)
 
-    def copy_element(self, element: Element, data: bytes | memoryview) -> Element:
-        """Append an array with exactly the attributes (and bytes) of an existing element."""
-        if len(data) != element.nbytes:
-            raise ValueError(f"{element.describe()}: {len(data)} bytes given, {element.nbytes} expected")
+    def copy_element(self, element: Element, data: bytes | memoryview | Iterable[bytes | memoryview]) -> Element:
+        """Append an array with exactly the attributes (and bytes) of an existing element; ``data``
+        is its bytes or an iterable of pieces (:meth:`VlsvFile.raw_chunks`). A wrong byte count
+        raises and leaves the file as it was."""
+        pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
         copied = Element(element.tag, dict(element.attrs), self._handle.tell())
-        self._handle.write(data)
+        written = sum(self._handle.write(piece) for piece in pieces)
+        if written != element.nbytes:
+            self._handle.seek(copied.offset)
+            self._handle.truncate()
+            raise ValueError(f"{element.describe()}: {written} bytes given, {element.nbytes} expected")
         self.elements.append(copied)
         return copied
 
@@ -334,4 +369,4 @@ def rewrite(source: str | os.PathLike, destination: str | os.PathLike) -> None:
     """Copy a VLSV file array by array through the reader and writer (byte-identical result)."""
     with read(source) as src, VlsvWriter(destination) as dst:
         for element in src.write_order():
-            dst.copy_element(element, src.raw(element))
+            dst.copy_element(element, src.raw_chunks(element))
