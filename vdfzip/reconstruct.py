@@ -60,9 +60,7 @@ def reconstruct(
         rows = cell_rows(batch.offsets, cells)
         sizes = np.diff(batch.offsets)[cells]
         offsets = np.concatenate([[0], np.cumsum(sizes)])
-        decoded = np.concatenate(
-            [codec.decode_cell(payloads[c], batch.cell(c)[0], mesh) for c in cells]
-        ).reshape(len(rows), mesh.cells_per_block)
+        decoded = codec.decode_cells([payloads[c] for c in cells], [batch.cell(c)[0] for c in cells], mesh)
         if codec.codec_id != LOSSLESS:
             projection = conservation.restore_moments(
                 batch.block_ids[rows], decoded, offsets, mesh, select_moments(moments, cells)

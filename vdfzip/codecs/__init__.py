@@ -10,6 +10,7 @@ them, so a stored config recreates the codec (as in numcodecs).
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
@@ -38,6 +39,9 @@ class Codec(ABC):
 
     codec_id: str
     version: int
+    #: Whether asking again with a tighter tolerance is worth it after the moment restoration
+    #: pushed a cell over (cheap, deterministic codecs); costly fits leave the cell to the next codec.
+    retry_tighter: bool = True
 
     def get_config(self) -> dict:
         """Constructor arguments that recreate this codec (JSON-ready)."""
@@ -51,16 +55,20 @@ class Codec(ABC):
     def decode_cell(self, payload: bytes, block_ids: np.ndarray, mesh: VelocityMesh) -> np.ndarray:
         """float64 ``(len(block_ids), wid³)`` values on the same block ids, in the same order."""
 
-    def encode(self, batch: CellBatch, mesh: VelocityMesh, tol: float) -> list[bytes]:
-        """Payloads of every cell of a batch (codecs that fit cells jointly override this)."""
-        return [self.encode_cell(*batch.cell(i), mesh, tol) for i in range(len(batch))]
+    def encode_cells(self, batch: CellBatch, cells: Sequence[int], mesh: VelocityMesh, tol: float) -> dict[int, bytes]:
+        """Payloads of those of the batch's ``cells`` that the codec can encode within ``tol``
+        (codecs that fit cells jointly override this)."""
+        payloads = {}
+        for c in cells:
+            with contextlib.suppress(ToleranceNotMetError):  # the cell moves on to the next codec
+                payloads[c] = self.encode_cell(*batch.cell(c), mesh, tol)
+        return payloads
 
-    def decode(self, payloads: Sequence[bytes], batch: CellBatch, mesh: VelocityMesh) -> np.ndarray:
-        """float64 values of every cell of a batch, rows aligned with ``batch.block_ids``."""
-        out = np.empty((len(batch.block_ids), mesh.cells_per_block))
-        for i, payload in enumerate(payloads):
-            out[batch.offsets[i] : batch.offsets[i + 1]] = self.decode_cell(payload, batch.cell(i)[0], mesh)
-        return out
+    def decode_cells(self, payloads: Sequence[bytes], block_ids: Sequence[np.ndarray], mesh: VelocityMesh) -> np.ndarray:
+        """float64 values of several cells, their rows concatenated in order (codecs that decode
+        cells jointly override this)."""
+        rows = [self.decode_cell(p, ids, mesh) for p, ids in zip(payloads, block_ids)]
+        return np.concatenate(rows) if rows else np.zeros((0, mesh.cells_per_block))
 
     def check_version(self, payload: bytes) -> None:
         """Refuse a payload written by another format version of this codec."""
@@ -100,4 +108,4 @@ def relative_l2(decoded: np.ndarray, original: np.ndarray) -> float:
     return float(difference / norm) if norm > 0 else float(difference > 0)
 
 
-from . import lossless, octree  # noqa: E402,F401  (registers the built-in codecs)
+from . import lossless, mlp, octree  # noqa: E402,F401  (registers the built-in codecs)

@@ -1,0 +1,174 @@
+"""Neural-field codec (id ``mlp``): each cell's VDF as a Gaussian-mixture base times exp(a small
+network), fitted jointly for all cells of a batch; only the mixture and the 8-bit weights are
+stored.
+
+Encoding prepares each cell (mixture fit, whitening, importance-weighted training sample), hands
+the whole batch to the batched engine (:mod:`vdfzip.neural.fit`), then decodes every candidate
+payload over the cell's stored voxels and keeps those within ``tol``; the others are left to the
+next codec of the chain. Decoding is one ``kernels/mlp.py`` inference launch over all rows of
+all cells. The architecture (and the Fourier seed) lives in the codec config stored in the file
+header, so a payload holds only per-cell numbers.
+
+Payload (little endian): version byte; flags byte (bits 0–3: mixture components, bit 4: the
+codes are zstd-compressed); float32 mixture (components × 10); float32 quantization steps
+(2 per layer); the int8 weight codes, raw or as one zstd frame, whichever is smaller.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import zstandard
+
+from ..kernels import mlp as kernel
+from ..mesh import voxel_velocities
+from ..neural.base import Mixture, fit_mixture
+from ..neural.fit import Schedule, fit, training_sample
+from ..neural.network import Architecture, dequantize
+from ..vlasiator import CellBatch, VelocityMesh
+from . import Codec, PayloadError, ToleranceNotMetError, register_codec, relative_l2
+
+_HEADER = struct.Struct("<BB")
+_ZSTD_FLAG = 0x10
+_MAX_COMPONENTS = 2
+#: The engine stops a cell once its sample estimate is below this share of ``tol``: the estimate
+#: is noisy and the moment restoration after decoding adds a little error.
+GOAL_SHARE = 0.7
+
+
+@dataclass
+class _Prepared:
+    """One cell ready for the engine: its stored mixture and training sample."""
+
+    cell: int
+    mixture: Mixture
+    inputs: np.ndarray
+    base: np.ndarray
+    target: np.ndarray
+    weight: np.ndarray
+
+
+@register_codec
+class MlpCodec(Codec):
+    codec_id = "mlp"
+    version = 1
+    retry_tighter = False
+
+    def __init__(self, *, fourier=8, width=16, hidden_layers=2, activation="sin", scale=1.5, seed=0,
+                 samples=2048, max_steps=2000, quantized_steps=150, rate=1e-2, bits=8, xp=np):
+        self.architecture = Architecture(fourier, width, hidden_layers, activation, scale, seed)
+        if not 2 <= bits <= 8:
+            raise ValueError(f"bits must be in [2, 8], got {bits}")
+        self.schedule = Schedule(samples=samples, max_steps=max_steps, quantized_steps=quantized_steps,
+                                 rate=rate, bits=bits, seed=seed)
+        self.xp = xp
+
+    def get_config(self) -> dict:
+        s = self.schedule
+        return asdict(self.architecture) | {"samples": s.samples, "max_steps": s.max_steps,
+                                            "quantized_steps": s.quantized_steps, "rate": s.rate, "bits": s.bits}
+
+    # ------------------------------------------------------------ encoding
+
+    def encode_cell(self, block_ids, values, mesh, tol):
+        batch = CellBatch("", 0, np.zeros(1), np.array([0, len(block_ids)]), block_ids, values)
+        payloads = self.encode_cells(batch, [0], mesh, tol)
+        if 0 not in payloads:
+            raise ToleranceNotMetError(f"the network did not reach rel L2 {tol:g}")
+        return payloads[0]
+
+    def encode_cells(self, batch, cells, mesh, tol):
+        rng = np.random.default_rng(self.schedule.seed)
+        prepared = [p for c in cells if (p := self.prepare_cell(batch, c, mesh, rng)) is not None]
+        if not prepared:
+            return {}
+        xp = self.xp
+        stacked = [xp.asarray(np.stack([getattr(p, name) for p in prepared]))
+                   for name in ("inputs", "base", "target", "weight")]
+        result = fit(self.architecture, *stacked, np.full(len(prepared), GOAL_SHARE * tol), self.schedule, xp)
+        payloads = [self._payload(p.mixture, result.codes[i], result.steps[i]) for i, p in enumerate(prepared)]
+        decoded = self.decode_cells(payloads, [batch.cell(p.cell)[0] for p in prepared], mesh)
+        accepted, row = {}, 0
+        for p, payload in zip(prepared, payloads):
+            values = batch.cell(p.cell)[1]
+            if relative_l2(decoded[row : row + len(values)], values) <= tol:
+                accepted[p.cell] = payload
+            row += len(values)
+        return accepted
+
+    def prepare_cell(self, batch: CellBatch, cell: int, mesh: VelocityMesh, rng) -> _Prepared | None:
+        """Mixture and training sample of one cell; None for a cell without positive values."""
+        block_ids, values = batch.cell(cell)
+        velocities = voxel_velocities(block_ids, mesh).reshape(-1, 3)
+        f = np.asarray(values, dtype=np.float64).ravel()
+        try:
+            mixture = fit_mixture(velocities, f, _MAX_COMPONENTS)
+        except ValueError:
+            return None
+        _, mean, whiten = mixture.derived()
+        index, weight = training_sample(f, self.schedule.samples, self.schedule.importance, rng)
+        scale = f.max()
+        u = (velocities[index] - mean) @ whiten.T
+        return _Prepared(
+            cell, mixture, self.architecture.features(u), (mixture(velocities[index]) / scale).astype(np.float32),
+            (f[index] / scale).astype(np.float32), weight.astype(np.float32),
+        )
+
+    def _payload(self, mixture: Mixture, codes: np.ndarray, steps: np.ndarray) -> bytes:
+        raw = codes.astype(np.int8).tobytes()
+        packed = zstandard.ZstdCompressor(level=19).compress(raw)
+        flags = mixture.components | (_ZSTD_FLAG if len(packed) < len(raw) else 0)
+        body = packed if flags & _ZSTD_FLAG else raw
+        return _HEADER.pack(self.version, flags) + mixture.packed().tobytes() + steps.astype("<f4").tobytes() + body
+
+    # ------------------------------------------------------------ decoding
+
+    def decode_cell(self, payload, block_ids, mesh):
+        return self.decode_cells([payload], [block_ids], mesh)
+
+    def decode_cells(self, payloads, block_ids, mesh):
+        arch = self.architecture
+        cells = len(payloads)
+        theta = np.zeros((cells, arch.parameter_count))
+        mean, whiten = np.zeros((cells, 3)), np.zeros((cells, 3, 3))
+        amplitude = np.zeros((cells, _MAX_COMPONENTS))
+        centre = np.zeros((cells, _MAX_COMPONENTS, 3))
+        precision = np.zeros((cells, _MAX_COMPONENTS, 3, 3))
+        for c, payload in enumerate(payloads):
+            mixture, theta[c] = self._parse(payload)
+            k = mixture.components
+            precision[c, :k], mean[c], whiten[c] = mixture.derived()
+            amplitude[c, :k], centre[c, :k] = mixture.amplitude, mixture.centre
+        sizes = np.array([len(ids) for ids in block_ids], dtype=np.int64)
+        ids = np.concatenate(block_ids).astype(np.int64) if cells else np.zeros(0, np.int64)
+        out = np.empty((len(ids), mesh.cells_per_block))
+        kernel.infer_cpu(
+            ids, np.repeat(np.arange(cells), sizes), *mesh.nblocks[:2], mesh.wid, np.asarray(mesh.vmin, float),
+            np.asarray(mesh.dv, float), mean, whiten, amplitude, centre, precision, arch.frequencies(), theta,
+            np.asarray(arch.dims, np.int64), kernel.ACTIVATIONS[arch.activation], out,
+        )
+        return out
+
+    def _parse(self, payload: bytes) -> tuple[Mixture, np.ndarray]:
+        """The mixture and float64 parameters of one payload."""
+        self.check_version(payload)
+        arch = self.architecture
+        try:
+            _, flags = _HEADER.unpack_from(payload)
+            components = flags & 0x0F
+            if not 1 <= components <= _MAX_COMPONENTS:
+                raise ValueError(f"{components} mixture components")
+            start = _HEADER.size + 40 * components
+            mixture = Mixture.unpacked(np.frombuffer(payload, "<f4", 10 * components, _HEADER.size))
+            steps = np.frombuffer(payload, "<f4", 2 * len(arch.layers), start)
+            body = payload[start + steps.nbytes :]
+            if flags & _ZSTD_FLAG:
+                body = zstandard.ZstdDecompressor().decompress(body, max_output_size=arch.parameter_count)
+            codes = np.frombuffer(body, np.int8)
+            if codes.size != arch.parameter_count:
+                raise ValueError(f"{codes.size} weights where the network has {arch.parameter_count}")
+        except (ValueError, struct.error, zstandard.ZstdError) as error:
+            raise PayloadError(f"corrupted mlp payload: {error}") from None
+        return mixture, dequantize(arch, codes[None], steps[None])[0]

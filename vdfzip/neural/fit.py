@@ -1,0 +1,144 @@
+"""The batched fitting engine: all cells of a batch train at once, each on its own voxel sample.
+
+Each cell gets a fixed training sample of ``samples`` voxels drawn with replacement, a share
+``importance`` of them with probability ∝ f (the voxels that carry the L2 norm) and the rest
+uniformly, with weights 1/p so the loss stays an unbiased estimate of the cell's rel L2². Equal
+sample counts make the batch rectangular whatever the cells' sizes, so training is a sequence of
+batched matmuls over ``(cells, samples, width)`` arrays, never a loop over cells.
+
+Adam with a cosine-decayed rate runs full-batch on the samples; every ``check_every`` steps the
+cells whose estimate is below their goal leave the active set (early stop), so late steps cost
+only what the hard cells need. A last phase of quantization-aware steps (forward pass on the
+quantized weights, update of the float weights: the straight-through estimator) makes the
+stored 8-bit weights about as good as the float ones.
+
+On a GPU (``xp`` = cupy) all of it runs on the current stream; :func:`fit` records a CUDA event
+after the last update so a caller can overlap the next batch's preparation with this one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..kernels import mlp as kernel
+from ..kernels.launch import launch_per_cell
+from .network import Architecture, dequantize, loss_and_gradient, quantize
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Training options; the defaults are those of ``bench/mlp_fit.py``'s measurements."""
+
+    samples: int = 2048
+    importance: float = 0.7
+    max_steps: int = 2000
+    quantized_steps: int = 150
+    rate: float = 1e-2
+    final_rate: float = 5e-4
+    check_every: int = 50
+    patience: int = 4
+    min_progress: float = 0.1
+    bits: int = 8
+    seed: int = 0
+
+
+@dataclass
+class FitResult:
+    """Per cell: quantization codes and steps, the estimated rel L2 of the quantized network on
+    its sample, the steps it trained; ``ready`` is the CUDA event after the last update (GPU)."""
+
+    codes: np.ndarray
+    steps: np.ndarray
+    estimate: np.ndarray
+    trained_steps: np.ndarray
+    ready: object = None
+
+
+def training_sample(values: np.ndarray, samples: int, importance: float, rng: np.random.Generator):
+    """Indices (samples,) into one cell's flattened values and their weights 1/(N·p)."""
+    f = np.clip(np.asarray(values, dtype=np.float64).ravel(), 0.0, None)
+    n = f.size
+    p = (1.0 - importance) / n + (importance * f / f.sum() if f.sum() > 0 else importance / n)
+    index = np.minimum(np.searchsorted(np.cumsum(p), rng.random(samples) * p.sum()), n - 1)
+    return index, 1.0 / (n * p[index])
+
+
+def fit(arch: Architecture, inputs, base, target, weight, goal, schedule: Schedule, xp=np, initial=None) -> FitResult:
+    """Train one network per cell until its estimated rel L2 ≤ ``goal`` (cells,) or the steps run
+    out, then fine-tune every cell on its quantized weights.
+
+    ``inputs`` (cells, M, d_in) are the features of the training voxels, ``base``, ``target``
+    and ``weight`` (cells, M) the base, f and the importance weights there. ``initial``
+    (cells, P) warm-starts from earlier networks (the previous restart's, a neighbour's).
+    """
+    cells = inputs.shape[0]
+    data = (inputs, base, target, weight)
+    rng = np.random.default_rng(schedule.seed)
+    theta = xp.array(initial, dtype=xp.float32) if initial is not None else arch.initial(cells, rng, xp)
+    goal = np.asarray(goal, dtype=np.float64)
+    trained = np.zeros(cells, dtype=np.int64)
+    active, batch, state, history = np.arange(cells), data, _Adam(theta, xp), []
+    for step in range(1, schedule.max_steps + 1):
+        loss, grad = loss_and_gradient(arch, state.theta, *batch, xp)
+        state.update(grad, _cosine(step, schedule))
+        trained[active] = step
+        if step % schedule.check_every and step < schedule.max_steps:
+            continue
+        theta[xp.asarray(active)] = state.theta
+        estimate = np.sqrt(_host(loss))
+        history.append(estimate)
+        done = estimate <= goal[active]
+        if len(history) > schedule.patience:  # give up on cells that stopped improving
+            done |= estimate > (1.0 - schedule.min_progress) * history[-1 - schedule.patience]
+        if done.all():
+            break
+        if done.any():
+            keep = np.flatnonzero(~done)
+            active, state = active[keep], state.subset(xp.asarray(keep))
+            history = [h[keep] for h in history]
+            batch = tuple(array[xp.asarray(keep)] for array in batch)
+    state = _Adam(theta, xp)
+    for _ in range(schedule.quantized_steps):
+        rounded = dequantize(arch, *quantize(arch, state.theta, schedule.bits, xp), xp)
+        _, grad = loss_and_gradient(arch, rounded, *data, xp)
+        state.update(grad, schedule.final_rate)
+    codes, steps = quantize(arch, state.theta, schedule.bits, xp)
+    loss, _ = loss_and_gradient(arch, dequantize(arch, codes, steps, xp), *data, xp)
+    ready = xp.cuda.get_current_stream().record() if xp is not np else None
+    return FitResult(_host(codes), _host(steps), np.sqrt(_host(loss)), trained, ready)
+
+
+def _cosine(step: int, schedule: Schedule) -> float:
+    progress = min(step / schedule.max_steps, 1.0)
+    return schedule.final_rate + 0.5 * (schedule.rate - schedule.final_rate) * (1.0 + np.cos(np.pi * progress))
+
+
+def _host(array) -> np.ndarray:
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+class _Adam:
+    """Adam state of the active cells; updates run in the ``kernels/mlp.py`` twins."""
+
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+
+    def __init__(self, theta, xp, m1=None, m2=None, step=0):
+        self.xp = xp
+        self.theta = xp.ascontiguousarray(theta)
+        self.m1 = xp.zeros_like(self.theta) if m1 is None else m1
+        self.m2 = xp.zeros_like(self.theta) if m2 is None else m2
+        self.step = step
+
+    def update(self, grad, rate: float) -> None:
+        self.step += 1
+        args = (self.theta.ravel(), self.xp.ascontiguousarray(grad).ravel(), self.m1.ravel(), self.m2.ravel(),
+                rate, self.beta1, self.beta2, self.eps, self.step)
+        if self.xp is np:
+            kernel.adam_cpu(*args)
+        else:
+            launch_per_cell(kernel.adam_cuda, self.theta.size, *args, threads=256)
+
+    def subset(self, keep) -> _Adam:
+        return _Adam(self.theta[keep], self.xp, self.m1[keep], self.m2[keep], self.step)
