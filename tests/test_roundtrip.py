@@ -33,7 +33,9 @@ def _assert_invariants(report: dict, tol: float, lossless: bool = False):
 
 
 @pytest.mark.filterwarnings("ignore::vdfzip.vlasiator.SparsityThresholdWarning")
-@pytest.mark.parametrize("name, tol", [("fullf.0000001.vlsv", 1e-2), ("bulk.1d.vlsv", 3e-2)])
+@pytest.mark.parametrize(
+    "name, tol", [("fullf.0000001.vlsv", 1e-2), ("bulk.1d.vlsv", 3e-2), ("restart_ipshock_small.vlsv", 1e-2)]
+)
 def test_octree_round_trip_of_real_files(tmp_path, name, tol):
     source = shared_file(name)
     compressed = tmp_path / "c.vdfz.vlsv"
