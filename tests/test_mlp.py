@@ -184,7 +184,7 @@ def test_training_sample_is_unbiased():
 
 
 def prepared_batch(cells=3):
-    codec = MlpCodec(samples=512)
+    codec = MlpCodec(samples=512, width=16)
     rng = np.random.default_rng(0)
     batch = synthetic_batch(cells, kinds=("ring", "structured"))
     prepared = [codec.prepare_cell(batch, c, synth.SPECIES[0].mesh, rng) for c in range(cells)]

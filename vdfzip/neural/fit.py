@@ -29,7 +29,7 @@ from .network import Architecture, dequantize, loss_and_gradient, quantize
 
 @dataclass(frozen=True)
 class Schedule:
-    """Training options; the defaults are those of ``bench/mlp_fit.py``'s measurements."""
+    """Training options (defaults chosen on the shock restart's cells, see ``bench/RESULTS-mlp-fit.md``)."""
 
     samples: int = 2048
     importance: float = 0.7

@@ -30,7 +30,7 @@ class Architecture:
     """
 
     fourier: int = 8
-    width: int = 16
+    width: int = 12
     hidden_layers: int = 2
     activation: str = "sin"
     scale: float = 1.5
