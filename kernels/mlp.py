@@ -51,12 +51,14 @@ def _network_output(c, u0, u1, u2, freq, theta, dims, activation, a, b):
         d_in = dims[layer]
         d_out = dims[layer + 1]
         for o in range(d_out):
-            acc = theta[c, p + d_in * d_out + o]
-            for i in range(d_in):
-                acc += a[i] * theta[c, p + i * d_out + o]
-            b[o] = acc if layer == layers - 1 else _activate(acc, activation)
+            b[o] = theta[c, p + d_in * d_out + o]
+        for i in range(d_in):  # row by row: contiguous weights in the inner loop
+            ai = a[i]
+            row = p + i * d_out
+            for o in range(d_out):
+                b[o] += ai * theta[c, row + o]
         for o in range(d_out):
-            a[o] = b[o]
+            a[o] = b[o] if layer == layers - 1 else _activate(b[o], activation)
         p += d_in * d_out + d_out
     return min(a[0], S_MAX)
 

@@ -157,6 +157,10 @@ def test_mixture_recovers_two_beams_and_round_trips_its_storage():
     np.testing.assert_allclose(mixture.centre[order], [[-8e5, 3e5, 0], [2e5, 0, 0]], atol=2e4)
     np.testing.assert_allclose(mixture.amplitude[order], [2e-10, 1e-9], rtol=0.05)
     assert relative_l2(mixture(v), values.ravel()) < 0.02
+    index, weight = engine.training_sample(values.ravel(), 8192, 0.7, np.random.default_rng(0))
+    sampled = fit_mixture(v[index], values.ravel()[index], weight)
+    np.testing.assert_allclose(sampled.centre[np.argsort(sampled.centre[:, 0])], mixture.centre[order], atol=3e4)
+    assert relative_l2(sampled(v), values.ravel()) < 0.03
     assert np.array_equal(Mixture.unpacked(mixture.packed()).packed(), mixture.packed())
 
 

@@ -36,6 +36,8 @@ _MAX_COMPONENTS = 2
 #: The engine stops a cell once its sample estimate is below this share of ``tol``: the estimate
 #: is noisy and the moment restoration after decoding adds a little error.
 GOAL_SHARE = 0.7
+#: Voxels (importance-sampled) the mixture base is fitted on: its cost no longer grows with the cell.
+BASE_SAMPLES = 8192
 
 
 @dataclass
@@ -88,7 +90,7 @@ class MlpCodec(Codec):
         stacked = [xp.asarray(np.stack([getattr(p, name) for p in prepared]))
                    for name in ("inputs", "base", "target", "weight")]
         result = fit(self.architecture, *stacked, np.full(len(prepared), GOAL_SHARE * tol), self.schedule, xp)
-        payloads = [self._payload(p.mixture, result.codes[i], result.steps[i]) for i, p in enumerate(prepared)]
+        payloads = [self.payload(p.mixture, result.codes[i], result.steps[i]) for i, p in enumerate(prepared)]
         decoded = self.decode_cells(payloads, [batch.cell(p.cell)[0] for p in prepared], mesh)
         accepted, row = {}, 0
         for p, payload in zip(prepared, payloads):
@@ -104,7 +106,8 @@ class MlpCodec(Codec):
         velocities = voxel_velocities(block_ids, mesh).reshape(-1, 3)
         f = np.asarray(values, dtype=np.float64).ravel()
         try:
-            mixture = fit_mixture(velocities, f, _MAX_COMPONENTS)
+            index, weight = training_sample(f, BASE_SAMPLES, self.schedule.importance, rng)
+            mixture = fit_mixture(velocities[index], f[index], weight, _MAX_COMPONENTS)
         except ValueError:
             return None
         _, mean, whiten = mixture.derived()
@@ -116,7 +119,7 @@ class MlpCodec(Codec):
             (f[index] / scale).astype(np.float32), weight.astype(np.float32),
         )
 
-    def _payload(self, mixture: Mixture, codes: np.ndarray, steps: np.ndarray) -> bytes:
+    def payload(self, mixture: Mixture, codes: np.ndarray, steps: np.ndarray) -> bytes:
         raw = codes.astype(np.int8).tobytes()
         packed = zstandard.ZstdCompressor(level=19).compress(raw)
         flags = mixture.components | (_ZSTD_FLAG if len(packed) < len(raw) else 0)

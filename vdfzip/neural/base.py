@@ -72,24 +72,29 @@ class Mixture:
         return self.shapes(velocities) @ self.amplitude
 
 
-def fit_mixture(velocities: np.ndarray, values: np.ndarray, max_components: int = 2) -> Mixture:
+def fit_mixture(velocities: np.ndarray, values: np.ndarray, weight: np.ndarray | None = None,
+                max_components: int = 2) -> Mixture:
     """The mixture of one or two components with the better cost-aware linear rel L2 to f.
 
     Components come from f-weighted EM (so the fit follows the particles, not the box), the
     amplitudes from a non-negative least-squares fit to f itself (so the base is good in the
-    norm that is scored). Raises ValueError for a cell whose f has no positive mass.
+    norm that is scored). ``weight`` makes a voxel sample stand for the whole cell (the
+    importance weights of :func:`vdfzip.neural.fit.training_sample`). Raises ValueError for a
+    cell whose f has no positive mass.
     """
     f = np.clip(np.asarray(values, dtype=np.float64), 0.0, None)
-    if not f.sum() > 0:
+    weight = np.ones_like(f) if weight is None else np.asarray(weight, dtype=np.float64)
+    if not (f * weight).sum() > 0:
         raise ValueError("a VDF without positive values has no Gaussian base")
-    norm = np.linalg.norm(f)
+    root = np.sqrt(weight)
+    norm = np.linalg.norm(root * f)
     best, best_error = None, np.inf
     for k in range(1, max_components + 1):
         try:
-            mixture = _least_squares_amplitudes(_em(velocities, f, k), velocities, f).rounded()
+            mixture = _least_squares_amplitudes(_em(velocities, f * weight, k), velocities, f, root).rounded()
         except np.linalg.LinAlgError:
             continue
-        error = np.linalg.norm(mixture(velocities) - f) / norm
+        error = np.linalg.norm(root * (mixture(velocities) - f)) / norm
         if best is None or error < SECOND_COMPONENT_GAIN * best_error:
             best, best_error = mixture, error
     if best is None:
@@ -97,9 +102,10 @@ def fit_mixture(velocities: np.ndarray, values: np.ndarray, max_components: int 
     return best
 
 
-def _em(velocities: np.ndarray, f: np.ndarray, components: int) -> Mixture:
-    """f-weighted EM for a Gaussian mixture, started by splitting along the principal axis."""
-    weight = f / f.sum()
+def _em(velocities: np.ndarray, mass: np.ndarray, components: int) -> Mixture:
+    """EM for a Gaussian mixture of the point masses ``mass`` at ``velocities``, started by
+    splitting along the principal axis."""
+    weight = mass / mass.sum()
     mean = weight @ velocities
     covariance = _weighted_covariance(velocities, weight, mean)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
@@ -113,12 +119,12 @@ def _em(velocities: np.ndarray, f: np.ndarray, components: int) -> Mixture:
         log_density -= log_density.max(axis=1, keepdims=True)
         responsibility = np.exp(log_density)
         responsibility /= responsibility.sum(axis=1, keepdims=True)
-        mass = weight[:, None] * responsibility
-        shares = mass.sum(axis=0)
+        owned = weight[:, None] * responsibility
+        shares = owned.sum(axis=0)
         if np.any(shares < 1e-6):
             raise np.linalg.LinAlgError("an EM component vanished")
-        centres = (mass.T @ velocities) / shares[:, None]
-        covariances = np.stack([_weighted_covariance(velocities, mass[:, k] / shares[k], centres[k])
+        centres = (owned.T @ velocities) / shares[:, None]
+        covariances = np.stack([_weighted_covariance(velocities, owned[:, k] / shares[k], centres[k])
                                 for k in range(components)])
     return Mixture(shares, centres, np.linalg.cholesky(covariances))
 
@@ -134,9 +140,10 @@ def _log_gaussian(velocities: np.ndarray, centre: np.ndarray, covariance: np.nda
     return -0.5 * np.einsum("in,in->n", q, q) - np.log(np.diag(cholesky)).sum()
 
 
-def _least_squares_amplitudes(mixture: Mixture, velocities: np.ndarray, f: np.ndarray) -> Mixture:
-    """The same components with amplitudes minimising ‖Σ aₖ shapeₖ − f‖₂, aₖ ≥ 0."""
-    shapes = mixture.shapes(velocities)
+def _least_squares_amplitudes(mixture: Mixture, velocities: np.ndarray, f: np.ndarray, root: np.ndarray) -> Mixture:
+    """The same components with amplitudes minimising ‖root · (Σ aₖ shapeₖ − f)‖₂, aₖ ≥ 0."""
+    shapes = mixture.shapes(velocities) * root[:, None]
+    f = f * root
     amplitude, *_ = np.linalg.lstsq(shapes, f, rcond=None)
     if np.any(amplitude <= 0):  # keep the single best component
         single = np.array([max(s @ f / (s @ s), 0.0) for s in shapes.T])

@@ -60,7 +60,8 @@ def training_sample(values: np.ndarray, samples: int, importance: float, rng: np
     """Indices (samples,) into one cell's flattened values and their weights 1/(N·p)."""
     f = np.clip(np.asarray(values, dtype=np.float64).ravel(), 0.0, None)
     n = f.size
-    p = (1.0 - importance) / n + (importance * f / f.sum() if f.sum() > 0 else importance / n)
+    share = f / f.sum() if f.sum() > 0 else np.full(n, 1.0 / n)
+    p = (1.0 - importance) / n + importance * share
     index = np.minimum(np.searchsorted(np.cumsum(p), rng.random(samples) * p.sum()), n - 1)
     return index, 1.0 / (n * p[index])
 
@@ -82,7 +83,7 @@ def fit(arch: Architecture, inputs, base, target, weight, goal, schedule: Schedu
     active, batch, state, history = np.arange(cells), data, _Adam(theta, xp), []
     for step in range(1, schedule.max_steps + 1):
         loss, grad = loss_and_gradient(arch, state.theta, *batch, xp)
-        state.update(grad, _cosine(step, schedule))
+        state.update(grad, cosine_rate(step, schedule))
         trained[active] = step
         if step % schedule.check_every and step < schedule.max_steps:
             continue
@@ -110,7 +111,7 @@ def fit(arch: Architecture, inputs, base, target, weight, goal, schedule: Schedu
     return FitResult(_host(codes), _host(steps), np.sqrt(_host(loss)), trained, ready)
 
 
-def _cosine(step: int, schedule: Schedule) -> float:
+def cosine_rate(step: int, schedule: Schedule) -> float:
     progress = min(step / schedule.max_steps, 1.0)
     return schedule.final_rate + 0.5 * (schedule.rate - schedule.final_rate) * (1.0 + np.cos(np.pi * progress))
 
