@@ -59,7 +59,7 @@ class MlpCodec(Codec):
     retry_tighter = False
 
     def __init__(self, *, fourier=8, width=12, hidden_layers=2, activation="sin", scale=1.5, seed=0,
-                 samples=2048, max_steps=2000, quantized_steps=150, rate=1e-2, bits=8, xp=np):
+                 samples=2048, max_steps=2000, quantized_steps=50, rate=1e-2, bits=8, xp=np):
         self.architecture = Architecture(fourier, width, hidden_layers, activation, scale, seed)
         if not 2 <= bits <= 8:
             raise ValueError(f"bits must be in [2, 8], got {bits}")

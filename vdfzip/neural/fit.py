@@ -18,13 +18,22 @@ after the last update so a caller can overlap the next batch's preparation with 
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from ..kernels import mlp as kernel
 from ..kernels.launch import launch_per_cell
 from .network import Architecture, dequantize, loss_and_gradient, quantize
+
+#: numpy's elementwise work (the sines dominate a step) runs on one core, so on CPU the cells
+#: are split into one slice per core, each slice's step in its own thread with one BLAS thread.
+_WORKERS = os.cpu_count() or 1
+_POOL = ThreadPoolExecutor(_WORKERS) if _WORKERS > 1 else None
+_BLAS = ThreadpoolController()
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,7 @@ class Schedule:
     samples: int = 2048
     importance: float = 0.7
     max_steps: int = 2000
-    quantized_steps: int = 150
+    quantized_steps: int = 50
     rate: float = 1e-2
     final_rate: float = 5e-4
     check_every: int = 50
@@ -82,7 +91,7 @@ def fit(arch: Architecture, inputs, base, target, weight, goal, schedule: Schedu
     trained = np.zeros(cells, dtype=np.int64)
     active, batch, state, history = np.arange(cells), data, _Adam(theta, xp), []
     for step in range(1, schedule.max_steps + 1):
-        loss, grad = loss_and_gradient(arch, state.theta, *batch, xp)
+        loss, grad = step_gradient(arch, state.theta, batch, xp)
         state.update(grad, cosine_rate(step, schedule))
         trained[active] = step
         if step % schedule.check_every and step < schedule.max_steps:
@@ -103,12 +112,24 @@ def fit(arch: Architecture, inputs, base, target, weight, goal, schedule: Schedu
     state = _Adam(theta, xp)
     for _ in range(schedule.quantized_steps):
         rounded = dequantize(arch, *quantize(arch, state.theta, schedule.bits, xp), xp)
-        _, grad = loss_and_gradient(arch, rounded, *data, xp)
+        _, grad = step_gradient(arch, rounded, data, xp)
         state.update(grad, schedule.final_rate)
     codes, steps = quantize(arch, state.theta, schedule.bits, xp)
-    loss, _ = loss_and_gradient(arch, dequantize(arch, codes, steps, xp), *data, xp)
+    loss, _ = step_gradient(arch, dequantize(arch, codes, steps, xp), data, xp)
     ready = xp.cuda.get_current_stream().record() if xp is not np else None
     return FitResult(_host(codes), _host(steps), np.sqrt(_host(loss)), trained, ready)
+
+
+def step_gradient(arch: Architecture, theta, data, xp=np):
+    """:func:`loss_and_gradient` of all cells; on CPU, slices of cells on all cores at once."""
+    cells = theta.shape[0]
+    if xp is not np or _POOL is None or cells < 2 * _WORKERS:
+        return loss_and_gradient(arch, theta, *data, xp)
+    bounds = np.linspace(0, cells, _WORKERS + 1).astype(int)
+    slices = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    with _BLAS.limit(limits=1, user_api="blas"):
+        parts = list(_POOL.map(lambda part: loss_and_gradient(arch, theta[part], *(a[part] for a in data)), slices))
+    return np.concatenate([loss for loss, _ in parts]), np.concatenate([grad for _, grad in parts])
 
 
 def cosine_rate(step: int, schedule: Schedule) -> float:
