@@ -18,10 +18,10 @@ after the last update so a caller can overlap the next batch's preparation with 
 
 from __future__ import annotations
 
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
@@ -30,8 +30,9 @@ from ..kernels.launch import launch_per_cell
 from .network import Architecture, dequantize, loss_and_gradient, quantize
 
 #: numpy's elementwise work (the sines dominate a step) runs on one core, so on CPU the cells
-#: are split into one slice per core, each slice's step in its own thread with one BLAS thread.
-_WORKERS = os.cpu_count() or 1
+#: are split into one slice per thread, each with one BLAS thread; as many threads as the numba
+#: kernels use (``NUMBA_NUM_THREADS``, by default the core count).
+_WORKERS = numba.config.NUMBA_NUM_THREADS
 _POOL = ThreadPoolExecutor(_WORKERS) if _WORKERS > 1 else None
 _BLAS = ThreadpoolController()
 
