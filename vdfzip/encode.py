@@ -68,13 +68,24 @@ def parse_chain(method: str | None) -> list[str]:
     return chain if chain[-1] == LOSSLESS else [c for c in chain if c != LOSSLESS] + [LOSSLESS]
 
 
-def check_device(device: str) -> str:
-    """The device fitting runs on; only the CPU path exists in this version."""
+def array_namespace(device: str):
+    """The array module fitting runs on: numpy, or cupy for ``cuda`` (and for ``auto`` when
+    cupy sees a GPU). Only the neural codec fits on a GPU; every other step runs on the CPU."""
     if device not in ("cpu", "cuda", "auto"):
         raise OptionError(f"--device must be cpu, cuda or auto, not {device!r}")
+    if device == "cpu":
+        return np
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy
+        problem = "cupy sees no GPU"
+    except Exception as error:  # ImportError, or CUDA runtime errors without a driver
+        problem = f"cupy is unusable ({type(error).__name__})"
     if device == "cuda":
-        raise OptionError("--device cuda: no codec of this vdfzip version runs on a GPU yet; use --device cpu")
-    return "cpu"
+        raise OptionError(f"--device cuda: {problem}; install vdfzip[gpu] on a GPU node or use --device cpu")
+    return np
 
 
 def default_output(path: Path, suffix: str) -> Path:
@@ -275,8 +286,8 @@ def encode_file(
         raise OptionError(f"--batch-cells must be a positive integer, got {batch_cells}")
     if block_order not in ("keep", "sorted"):
         raise OptionError(f"--block-order must be keep or sorted, not {block_order!r}")
-    check_device(device)
-    chain = [get_codec(c) for c in parse_chain(method)]
+    xp = array_namespace(device)
+    chain = [get_codec(c, xp=xp) if c == "mlp" else get_codec(c) for c in parse_chain(method)]
     source = Path(source)
     output = Path(output) if output is not None else default_output(source, ".vdfz")
     started = time.perf_counter()
