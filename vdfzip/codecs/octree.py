@@ -20,9 +20,12 @@ Why this shape (issue 4, measured on ``data/fullf`` and the 72-cell shock restar
   :class:`ToleranceNotMetError` tells the pipeline to store the cell losslessly; so it does when
   the payload would be no smaller than the cell's raw values (noise, scattered blocks).
 
-Not (yet) here: the residual leaves of a shallow octree. The issue's leads measured them paying
-only at tight tolerance on hot VDFs (+20%), and the global Tucker alone meets the issue's ratio
-and speed targets on our data (``bench/RESULTS-rd.md``); the payload's version byte leaves room.
+No octree refinement, by measurement (``bench/RESULTS-octree-refinement.md``): residual leaves
+on top of the global Tucker cost 11–12% more stored numbers on the 72 restart cells (≤ 3% saved
+when chosen per cell); a plain block-aligned partition into octants saved ~20% of the numbers
+before quantization, but quantized, each leaf's header, step codes and zstd frame ate more than
+that: on fullf proton 542 B against the global 411 B at 1e-2 (1173 against 892 at 3e-3), and the
+partition was never the smaller payload on any restart cell.
 The HOSVD is numpy's ``eigh`` of each unfolding's Gram matrix, the same factors as TensorLy's
 HOSVD without the dependency.
 
