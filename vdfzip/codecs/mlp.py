@@ -54,6 +54,10 @@ class _Prepared:
 
 @register_codec
 class MlpCodec(Codec):
+    """Per-cell neural fields; architecture and training options are the constructor's keywords,
+    ``xp`` the array module the fit runs on (numpy, or cupy on a GPU). Encoding is deterministic
+    for a given batch of cells and seed."""
+
     codec_id = "mlp"
     version = 1
     retry_tighter = False
