@@ -1,10 +1,10 @@
-"""Launching the CUDA twins: every kernel here runs one thread per cell."""
+"""Launching the CUDA twins, each of which runs one thread per item (a cell, a voxel, a parameter)."""
 
 from __future__ import annotations
 
 import math
 
 
-def launch_per_cell(kernel, cells: int, *args, threads: int = 128) -> None:
-    """Run a one-thread-per-cell CUDA kernel over ``cells`` cells (device or host arrays)."""
-    kernel[math.ceil(max(cells, 1) / threads), threads](*args)
+def launch_per_item(kernel, items: int, *args, threads: int = 128) -> None:
+    """Run a one-thread-per-item CUDA kernel over ``items`` items (device or host arrays)."""
+    kernel[math.ceil(max(items, 1) / threads), threads](*args)

@@ -7,7 +7,7 @@ import pytest
 
 from vdfzip import conservation, physics, vlasiator
 from vdfzip.kernels import projection as kernel
-from vdfzip.kernels.launch import launch_per_cell
+from vdfzip.kernels.launch import launch_per_item
 
 
 def _perturbed_batch(path, first, last, noise, seed=0):
@@ -84,6 +84,6 @@ def test_projection_kernels_cuda_twins_match_cpu(restart_small):
     ):
         cpu, gpu = np.zeros(shape), np.zeros(shape)
         cpu_kernel(*head, *args, cpu)
-        launch_per_cell(cuda_kernel, 2, *head, *args, gpu, threads=2)
+        launch_per_item(cuda_kernel, 2, *head, *args, gpu, threads=2)
         assert np.abs(cpu).max() > 0
         np.testing.assert_allclose(gpu, cpu, rtol=1e-12, atol=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from vdfzip.kernels import moments as kernel
-from vdfzip.kernels.launch import launch_per_cell
+from vdfzip.kernels.launch import launch_per_item
 from vdfzip import vlasiator
 
 
@@ -22,6 +22,6 @@ def test_moment_sums_cuda_twin_matches_cpu_twin(restart_small):
     cpu = np.zeros((3, kernel.COLUMNS))
     gpu = np.zeros((3, kernel.COLUMNS))
     kernel.cell_sums_cpu(block_ids, values, offsets, *args, cpu)
-    launch_per_cell(kernel.cell_sums_cuda, 3, block_ids, values, offsets, *args, gpu, threads=4)
+    launch_per_item(kernel.cell_sums_cuda, 3, block_ids, values, offsets, *args, gpu, threads=4)
     assert np.all(cpu[:, kernel.SUM_F] > 0)
     np.testing.assert_allclose(gpu, cpu, rtol=1e-12, atol=0)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from vdfzip.kernels import mlp as kernel
-from vdfzip.kernels.launch import launch_per_cell
+from vdfzip.kernels.launch import launch_per_item
 
 from vdfzip import synth, vlasiator
 from vdfzip.codecs import PayloadError, ToleranceNotMetError, get_codec, relative_l2
@@ -128,7 +128,7 @@ def test_inference_cuda_twin_matches_cpu_twin():
     cpu = np.empty((len(args[0]), MESH.cells_per_block))
     gpu = np.zeros_like(cpu)
     kernel.infer_cpu(*args, cpu)
-    launch_per_cell(kernel.infer_cuda, cpu.size, *args, gpu, threads=64)
+    launch_per_item(kernel.infer_cuda, cpu.size, *args, gpu, threads=64)
     assert np.all(cpu > 0)
     np.testing.assert_allclose(gpu, cpu, rtol=1e-12)
 
@@ -139,7 +139,7 @@ def test_adam_cuda_twin_matches_cpu_twin_and_the_textbook_update():
     states = [[theta.copy(), np.zeros(50), np.zeros(50)] for _ in range(2)]
     for step in (1, 2):
         kernel.adam_cpu(states[0][0], grad, states[0][1], states[0][2], 1e-2, 0.9, 0.999, 1e-8, step)
-        launch_per_cell(kernel.adam_cuda, 50, states[1][0], grad, states[1][1], states[1][2], 1e-2, 0.9, 0.999, 1e-8,
+        launch_per_item(kernel.adam_cuda, 50, states[1][0], grad, states[1][1], states[1][2], 1e-2, 0.9, 0.999, 1e-8,
                         step, threads=32)
     np.testing.assert_allclose(states[1][0], states[0][0], rtol=1e-14)
     # two steps of a constant gradient move each parameter by 2·rate·sign(g) (bias-corrected Adam)

@@ -32,8 +32,8 @@ from .vlasiator import CellBatch, Population, VlasiatorFile
 log = logging.getLogger("vdfzip")
 
 # DESIGN.md's default chain is mlp,octree. The measurements say otherwise for now
-# (bench/RESULTS-mlp.md: the octree–Tucker codec is smaller at equal rel L2 on every real case
-# and ~100× faster to encode on CPU), so the default starts with octree and `--method mlp,octree`
+# (bench/RESULTS-rd.md: the octree–Tucker codec is smaller at equal rel L2 on every real case
+# and 10–30× faster to encode on CPU), so the default starts with octree and `--method mlp,octree`
 # opts into the neural codec.
 DEFAULT_CHAIN = ("octree",)
 # A codec's own tolerance is halved after each miss, down to this floor: the moment restoration
@@ -287,7 +287,9 @@ def encode_file(
     if block_order not in ("keep", "sorted"):
         raise OptionError(f"--block-order must be keep or sorted, not {block_order!r}")
     xp = array_namespace(device)
-    chain = [get_codec(c, xp=xp) if c == "mlp" else get_codec(c) for c in parse_chain(method)]
+    chain = [get_codec(c) for c in parse_chain(method)]
+    for codec in chain:
+        codec.fit_on(xp)
     source = Path(source)
     output = Path(output) if output is not None else default_output(source, ".vdfz")
     started = time.perf_counter()

@@ -47,6 +47,10 @@ class Codec(ABC):
         """Constructor arguments that recreate this codec (JSON-ready)."""
         return {}
 
+    def fit_on(self, xp) -> None:
+        """Run encoding's fits on the array module ``xp`` (numpy or cupy) where the codec can;
+        codecs without a GPU path stay on the CPU."""
+
     @abstractmethod
     def encode_cell(self, block_ids: np.ndarray, values: np.ndarray, mesh: VelocityMesh, tol: float) -> bytes:
         """Payload whose decoded values have rel L2 ≤ ``tol`` over the given blocks' voxels."""
@@ -55,7 +59,9 @@ class Codec(ABC):
     def decode_cell(self, payload: bytes, block_ids: np.ndarray, mesh: VelocityMesh) -> np.ndarray:
         """float64 ``(len(block_ids), wid³)`` values on the same block ids, in the same order."""
 
-    def encode_cells(self, batch: CellBatch, cells: Sequence[int], mesh: VelocityMesh, tol: float) -> dict[int, bytes]:
+    def encode_cells(
+        self, batch: CellBatch, cells: Sequence[int], mesh: VelocityMesh, tol: float
+    ) -> dict[int, bytes]:
         """Payloads of those of the batch's ``cells`` that the codec can encode within ``tol``
         (codecs that fit cells jointly override this)."""
         payloads = {}
@@ -64,7 +70,9 @@ class Codec(ABC):
                 payloads[c] = self.encode_cell(*batch.cell(c), mesh, tol)
         return payloads
 
-    def decode_cells(self, payloads: Sequence[bytes], block_ids: Sequence[np.ndarray], mesh: VelocityMesh) -> np.ndarray:
+    def decode_cells(
+        self, payloads: Sequence[bytes], block_ids: Sequence[np.ndarray], mesh: VelocityMesh
+    ) -> np.ndarray:
         """float64 values of several cells, their rows concatenated in order (codecs that decode
         cells jointly override this)."""
         rows = [self.decode_cell(p, ids, mesh) for p, ids in zip(payloads, block_ids)]

@@ -54,21 +54,24 @@ class _Prepared:
 
 @register_codec
 class MlpCodec(Codec):
-    """Per-cell neural fields; architecture and training options are the constructor's keywords,
-    ``xp`` the array module the fit runs on (numpy, or cupy on a GPU). Encoding is deterministic
-    for a given batch of cells and seed."""
+    """Per-cell neural fields; architecture and training options are the constructor's keywords.
+    The fit runs on numpy unless :meth:`fit_on` gives cupy. Encoding is deterministic for a given
+    batch of cells and seed."""
 
     codec_id = "mlp"
     version = 1
     retry_tighter = False
 
     def __init__(self, *, fourier=8, width=12, hidden_layers=2, activation="sin", scale=1.5, seed=0,
-                 samples=2048, max_steps=2000, quantized_steps=50, rate=1e-2, bits=8, xp=np):
+                 samples=2048, max_steps=2000, quantized_steps=50, rate=1e-2, bits=8):
         self.architecture = Architecture(fourier, width, hidden_layers, activation, scale, seed)
         if not 2 <= bits <= 8:
             raise ValueError(f"bits must be in [2, 8], got {bits}")
         self.schedule = Schedule(samples=samples, max_steps=max_steps, quantized_steps=quantized_steps,
                                  rate=rate, bits=bits, seed=seed)
+        self.xp = np
+
+    def fit_on(self, xp) -> None:
         self.xp = xp
 
     def get_config(self) -> dict:
