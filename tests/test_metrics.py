@@ -78,3 +78,18 @@ def test_tail_metrics_keys_and_pooling():
     # metrics over two cells are the same calls on their concatenated rows
     pooled = metrics.content_lost_fraction(np.vstack([decoded, original]), np.vstack([original, original]), THRESHOLD)
     assert pooled == pytest.approx(2 / 8)
+
+
+def test_target_checks_rel_l2_and_tails_and_tightens():
+    from vdfzip.codecs import Target
+
+    f = np.array([[1.0, 1e-3, 1e-5, 1e-9]])  # threshold 1e-6: three voxels with content
+    half = f * np.array([[1.0, 1.0, 0.5, 1.0]])  # the 1e-5 voxel off by log10(2) = 0.30 decades
+    assert Target(1e-2).met(half, f)  # rel L2 5e-6: no tail bound, met
+    assert Target(1e-2, tail_tol=0.35, threshold=1e-6).met(half, f)
+    assert not Target(1e-2, tail_tol=0.25, threshold=1e-6).met(half, f)
+    assert not Target(1e-7, tail_tol=0.35, threshold=1e-6).met(half, f)
+    assert Target(1e-2, tail_tol=0.25, threshold=1e-6).tail_p95(half, f) == pytest.approx(0.9 * np.log10(2), rel=0.02)
+    tighter = Target(1e-2, tail_tol=0.3, threshold=1e-6).tightened(2)
+    assert tighter.rel_l2 == pytest.approx(2.5e-3) and tighter.tail_tol == pytest.approx(0.3 / 1.25**2)
+    assert Target.of(3e-2) == Target(3e-2) and Target.of(tighter) is tighter

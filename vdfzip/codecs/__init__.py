@@ -1,8 +1,9 @@
 """Codecs: one module per method behind one small interface, and a registry keyed by string id.
 
 A codec turns one cell's VDF (its block ids, its ``(n, wid³)`` values and the population's
-velocity mesh) into payload bytes that meet a relative L2 tolerance over the cell's stored
-voxels, and turns those bytes back into values on the same block ids. Every payload starts with
+velocity mesh) into payload bytes that meet a :class:`Target` (a relative L2 tolerance over the
+cell's stored voxels, and for the restart profile a bound on the tails), and turns those bytes
+back into values on the same block ids. Every payload starts with
 the codec's format version byte; payloads never carry registry positions, only what the codec
 itself needs. Codec options are constructor keyword arguments and ``get_config()`` returns
 them, so a stored config recreates the codec (as in numcodecs).
@@ -13,10 +14,12 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..errors import VdfzipError
+from ..metrics import log10_errors, relative_l2
 from ..vlasiator import CellBatch, VelocityMesh
 
 _REGISTRY: dict[str, type[Codec]] = {}
@@ -32,6 +35,45 @@ class PayloadError(VdfzipError):
 
 class ToleranceNotMetError(VdfzipError):
     """The codec cannot reach the tolerance on this cell; the caller falls back to the next codec."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a cell's decoded values must meet: rel L2 ≤ ``rel_l2`` over its stored voxels and,
+    when ``tail_tol`` is set (the restart profile), ``|log10 g − log10 f| ≤ tail_tol`` decades
+    at the 95th percentile of its voxels with ``f ≥ threshold``."""
+
+    rel_l2: float
+    tail_tol: float | None = None
+    threshold: float = 0.0
+
+    #: Each tighter retry divides rel_l2 by 2 and tail_tol by this: the tails' p95 moves little
+    #: under the moment restoration (≤ 2% measured on the shock restart), so a small step suffices.
+    TAIL_TIGHTENING = 1.25
+
+    @classmethod
+    def of(cls, target: Target | float) -> Target:
+        """A target from a plain rel L2 tolerance (library callers) or a target."""
+        return target if isinstance(target, Target) else cls(float(target))
+
+    def met(self, decoded: np.ndarray, original: np.ndarray) -> bool:
+        if relative_l2(decoded, original) > self.rel_l2:
+            return False
+        return self.tail_tol is None or self.tail_p95(decoded, original) <= self.tail_tol
+
+    def tail_p95(self, decoded: np.ndarray, original: np.ndarray) -> float:
+        """95th percentile of the log10 error over the voxels with content (0 if none)."""
+        errors = log10_errors(decoded, original, self.threshold)
+        return float(np.percentile(errors, 95)) if errors.size else 0.0
+
+    def tightened(self, times: int) -> Target:
+        """The target of the ``times``-th tighter retry."""
+        tail = None if self.tail_tol is None else self.tail_tol / self.TAIL_TIGHTENING**times
+        return replace(self, rel_l2=self.rel_l2 / 2**times, tail_tol=tail)
+
+    def __str__(self) -> str:
+        tails = "" if self.tail_tol is None else f" with tails within {self.tail_tol:g} decades (p95)"
+        return f"rel L2 {self.rel_l2:g}{tails}"
 
 
 class Codec(ABC):
@@ -52,22 +94,22 @@ class Codec(ABC):
         codecs without a GPU path stay on the CPU."""
 
     @abstractmethod
-    def encode_cell(self, block_ids: np.ndarray, values: np.ndarray, mesh: VelocityMesh, tol: float) -> bytes:
-        """Payload whose decoded values have rel L2 ≤ ``tol`` over the given blocks' voxels."""
+    def encode_cell(self, block_ids: np.ndarray, values: np.ndarray, mesh: VelocityMesh, target: Target | float) -> bytes:
+        """Payload whose decoded values meet ``target`` (a float: rel L2 ≤ it) over the given blocks' voxels."""
 
     @abstractmethod
     def decode_cell(self, payload: bytes, block_ids: np.ndarray, mesh: VelocityMesh) -> np.ndarray:
         """float64 ``(len(block_ids), wid³)`` values on the same block ids, in the same order."""
 
     def encode_cells(
-        self, batch: CellBatch, cells: Sequence[int], mesh: VelocityMesh, tol: float
+        self, batch: CellBatch, cells: Sequence[int], mesh: VelocityMesh, target: Target | float
     ) -> dict[int, bytes]:
-        """Payloads of those of the batch's ``cells`` that the codec can encode within ``tol``
+        """Payloads of those of the batch's ``cells`` that the codec can encode within ``target``
         (codecs that fit cells jointly override this)."""
         payloads = {}
         for c in cells:
             with contextlib.suppress(ToleranceNotMetError):  # the cell moves on to the next codec
-                payloads[c] = self.encode_cell(*batch.cell(c), mesh, tol)
+                payloads[c] = self.encode_cell(*batch.cell(c), mesh, target)
         return payloads
 
     def decode_cells(
@@ -106,14 +148,6 @@ def get_codec(codec_id: str, **config) -> Codec:
 def codec_ids() -> list[str]:
     """Ids of every registered codec."""
     return sorted(_REGISTRY)
-
-
-def relative_l2(decoded: np.ndarray, original: np.ndarray) -> float:
-    """‖decoded − original‖₂ / ‖original‖₂ over all given voxels (float64): the error of a cell."""
-    original = np.asarray(original, dtype=np.float64)
-    norm = np.linalg.norm(original)
-    difference = np.linalg.norm(np.asarray(decoded, dtype=np.float64) - original)
-    return float(difference / norm) if norm > 0 else float(difference > 0)
 
 
 from . import lossless, mlp, octree  # noqa: E402,F401  (registers the built-in codecs)

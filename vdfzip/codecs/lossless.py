@@ -27,7 +27,7 @@ class Lossless(Codec):
     def get_config(self) -> dict:
         return {"level": self.level}
 
-    def encode_cell(self, block_ids: np.ndarray, values: np.ndarray, mesh: VelocityMesh, tol: float) -> bytes:
+    def encode_cell(self, block_ids: np.ndarray, values: np.ndarray, mesh: VelocityMesh, target=None) -> bytes:
         values = np.asarray(values)
         dtype = _DTYPES[values.dtype.itemsize] if values.dtype.kind == "f" else _DTYPES[8]
         raw = np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(-1, dtype.itemsize)

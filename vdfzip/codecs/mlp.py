@@ -28,7 +28,7 @@ from ..neural.base import Mixture, fit_mixture
 from ..neural.fit import Schedule, fit, training_sample
 from ..neural.network import Architecture, dequantize
 from ..vlasiator import CellBatch, VelocityMesh
-from . import Codec, PayloadError, ToleranceNotMetError, register_codec, relative_l2
+from . import Codec, PayloadError, Target, ToleranceNotMetError, register_codec
 
 _HEADER = struct.Struct("<BB")
 _ZSTD_FLAG = 0x10
@@ -81,14 +81,15 @@ class MlpCodec(Codec):
 
     # ------------------------------------------------------------ encoding
 
-    def encode_cell(self, block_ids, values, mesh, tol):
+    def encode_cell(self, block_ids, values, mesh, target):
         batch = CellBatch("", 0, np.zeros(1), np.array([0, len(block_ids)]), block_ids, values)
-        payloads = self.encode_cells(batch, [0], mesh, tol)
+        payloads = self.encode_cells(batch, [0], mesh, target)
         if 0 not in payloads:
-            raise ToleranceNotMetError(f"the network did not reach rel L2 {tol:g}")
+            raise ToleranceNotMetError(f"the network did not reach {Target.of(target)}")
         return payloads[0]
 
-    def encode_cells(self, batch, cells, mesh, tol):
+    def encode_cells(self, batch, cells, mesh, target):
+        target = Target.of(target)
         rng = np.random.default_rng(self.schedule.seed)
         prepared = [p for c in cells if (p := self.prepare_cell(batch, c, mesh, rng)) is not None]
         if not prepared:
@@ -96,13 +97,13 @@ class MlpCodec(Codec):
         xp = self.xp
         stacked = [xp.asarray(np.stack([getattr(p, name) for p in prepared]))
                    for name in ("inputs", "base", "target", "weight")]
-        result = fit(self.architecture, *stacked, np.full(len(prepared), GOAL_SHARE * tol), self.schedule, xp)
+        result = fit(self.architecture, *stacked, np.full(len(prepared), GOAL_SHARE * target.rel_l2), self.schedule, xp)
         payloads = [self.payload(p.mixture, result.codes[i], result.steps[i]) for i, p in enumerate(prepared)]
         decoded = self.decode_cells(payloads, [batch.cell(p.cell)[0] for p in prepared], mesh)
         accepted, row = {}, 0
         for p, payload in zip(prepared, payloads):
             values = batch.cell(p.cell)[1]
-            if relative_l2(decoded[row : row + len(values)], values) <= tol:
+            if target.met(decoded[row : row + len(values)], values):
                 accepted[p.cell] = payload
             row += len(values)
         return accepted
