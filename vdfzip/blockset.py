@@ -5,7 +5,8 @@ consecutive ids: stored as LEB128 varints of (gap, run length) pairs, zstd-coded
 smaller. Vlasiator stores blocks in an arbitrary order that no model reproduces; keeping it
 costs a permutation (varints of zigzagged rank differences, zstd-coded), typically 5–7× the
 bytes of the set itself (measured on ``restart_ipshock_small``: 7.0 kB set, 46.7 kB order for
-48,538 blocks), so it is optional.
+48,538 blocks), so it is optional. The restart profile adds a section of its own, the coded
+content-block set (:mod:`vdfzip.content`), carried here as opaque bytes.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import zstandard
 
 from .errors import VdfzipError
 
-_HAS_ORDER, _RUNS_ZSTD, _ORDER_ZSTD = 1, 2, 4
+_HAS_ORDER, _RUNS_ZSTD, _ORDER_ZSTD, _HAS_CONTENT = 1, 2, 4, 8
 _ZSTD_LEVEL = 19
 
 
@@ -78,9 +79,9 @@ def _unpack(data: bytes, zstd: bool) -> bytes:
         raise BlockSetError(f"block structure does not decompress: {exc}") from exc
 
 
-def encode(block_ids: np.ndarray, keep_order: bool = True) -> bytes:
-    """Bytes from which :func:`decode` recovers the ids: in their order if ``keep_order``,
-    else sorted ascending."""
+def encode(block_ids: np.ndarray, keep_order: bool = True, content: bytes | None = None) -> bytes:
+    """Bytes from which :func:`decode` recovers the ids (in their order if ``keep_order``, else
+    sorted ascending) and the ``content`` section if one is given."""
     ids = np.asarray(block_ids, dtype=np.int64)
     order = np.argsort(ids, kind="stable")
     ordered = ids[order]
@@ -92,6 +93,9 @@ def encode(block_ids: np.ndarray, keep_order: bool = True) -> bytes:
     gaps = run_starts - np.concatenate([[0], run_ends[:-1] + 1])
     runs, flags = _smaller(varint_encode(np.stack([gaps, run_ends - run_starts + 1], axis=1).ravel()), _RUNS_ZSTD)
     parts = [varint_encode([len(runs)]), runs]
+    if content is not None:
+        parts += [varint_encode([len(content)]), content]
+        flags |= _HAS_CONTENT
     if keep_order:
         rank = np.empty(len(ids), dtype=np.int64)
         rank[order] = np.arange(len(ids))
@@ -101,20 +105,29 @@ def encode(block_ids: np.ndarray, keep_order: bool = True) -> bytes:
     return bytes([flags]) + b"".join(parts)
 
 
-def decode(data: bytes) -> np.ndarray:
-    """uint32 block ids coded by :func:`encode`."""
-    if not data:
-        raise BlockSetError("empty block structure")
-    flags = data[0]
-    head = data[1:11]
+def _sized_section(data: bytes, start: int) -> tuple[bytes, int]:
+    """The varint-length-prefixed section at ``start`` and the position after it."""
+    head = data[start : start + 10]
     last = next((i for i, byte in enumerate(head) if byte < 0x80), None)
     if last is None:
         raise BlockSetError("block structure header is truncated")
-    runs_length = int(varint_decode(head[: last + 1])[0])
-    body = 1 + last + 1
-    if body + runs_length > len(data):
+    length = int(varint_decode(head[: last + 1])[0])
+    body = start + last + 1
+    if body + length > len(data):
         raise BlockSetError("block structure is truncated")
-    pairs = varint_decode(_unpack(data[body : body + runs_length], bool(flags & _RUNS_ZSTD))).astype(np.int64)
+    return data[body : body + length], body + length
+
+
+def decode(data: bytes) -> tuple[np.ndarray, bytes | None]:
+    """uint32 block ids and the content section (None if absent) coded by :func:`encode`."""
+    if not data:
+        raise BlockSetError("empty block structure")
+    flags = data[0]
+    runs, end = _sized_section(data, 1)
+    content = None
+    if flags & _HAS_CONTENT:
+        content, end = _sized_section(data, end)
+    pairs = varint_decode(_unpack(runs, bool(flags & _RUNS_ZSTD))).astype(np.int64)
     if pairs.size % 2:
         raise BlockSetError("block structure is truncated")
     gaps, lengths = pairs[0::2], pairs[1::2]
@@ -122,8 +135,8 @@ def decode(data: bytes) -> np.ndarray:
     run_starts = np.cumsum(gaps + np.concatenate([[0], lengths[:-1]]))
     ordered = np.repeat(run_starts - first_index, lengths) + np.arange(lengths.sum())
     if not flags & _HAS_ORDER:
-        return ordered.astype(np.uint32)
-    rank = np.cumsum(_unzigzag(varint_decode(_unpack(data[body + runs_length :], bool(flags & _ORDER_ZSTD)))))
+        return ordered.astype(np.uint32), content
+    rank = np.cumsum(_unzigzag(varint_decode(_unpack(data[end:], bool(flags & _ORDER_ZSTD)))))
     if len(rank) != len(ordered) or (len(rank) and (rank.min() < 0 or rank.max() >= len(ordered))):
         raise BlockSetError("block order does not match the block set")
-    return ordered[rank].astype(np.uint32)
+    return ordered[rank].astype(np.uint32), content

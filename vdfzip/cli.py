@@ -45,6 +45,13 @@ def _tolerance(text: str) -> float:
     return value
 
 
+def _decades(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of decades, got {text!r}") from None
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vdfzip", description="Compress Vlasiator velocity distribution functions.")
     parser.add_argument("--version", action="version", version=f"vdfzip {__version__}")
@@ -54,8 +61,14 @@ def _build_parser() -> argparse.ArgumentParser:
     encode.add_argument("input")
     encode.add_argument("-o", "--output", help="output file (default: INPUT with .vdfz before .vlsv)")
     encode.add_argument("--tol", type=_tolerance, default=1e-2, help="max rel L2 per cell after decoding (default 1e-2)")
-    encode.add_argument("--method", help="comma-separated codec fallback chain (default: mlp,octree where built; "
+    encode.add_argument("--method", help="comma-separated codec fallback chain (default: octree; "
                         "lossless always ends it)")
+    encode.add_argument("--profile", choices=("restart", "core"),
+                        help="restart: also keep the content-block set and the tails (default for restart files); "
+                        "core: rel L2 only (default otherwise)")
+    encode.add_argument("--tail-tol", type=_decades, metavar="DECADES",
+                        help="restart profile: p95 of |log10 g - log10 f| over voxels above the sparsity threshold "
+                        "(default 0.3)")
     encode.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     encode.add_argument("--population", action="append", help="compress only this population (repeatable)")
     encode.add_argument("--batch-cells", type=_positive_int, default=256, help="cells per batch (default 256)")
@@ -96,7 +109,8 @@ def _run_encode(args) -> int:
     from .report import format_encode_summary
 
     summary = encode_file(
-        args.input, args.output, tol=args.tol, method=args.method, device=args.device, populations=args.population,
+        args.input, args.output, tol=args.tol, method=args.method, profile=args.profile, tail_tol=args.tail_tol,
+        device=args.device, populations=args.population,
         batch_cells=args.batch_cells, block_order=args.block_order, force=args.force,
     )
     print(json.dumps(summary, indent=2) if args.json else format_encode_summary(summary))

@@ -48,7 +48,10 @@ class CompressedFile:
         p = self.populations[population]
         records = p.cells(start, stop)
         batch = CellBatch(population, start, records.cell_ids, records.offsets, records.block_ids, np.zeros((0, 0)))
-        result = reconstruct(batch, records.payloads, records.codecs, p.codecs, records.moments, p.mesh, p.dtype)
+        result = reconstruct(
+            batch, records.payloads, records.codecs, p.codecs, records.moments, p.mesh, p.dtype,
+            records.content_set, p.threshold,
+        )
         if not result.converged.all():
             bad = records.cell_ids[~result.converged]
             raise VdfzipError(f"{self.path}: population {population}: moments not restored for cells {bad.tolist()}")

@@ -1,9 +1,10 @@
 """``encode_file``: compress a whole restart file, streamed cell batch by cell batch.
 
 Encoding runs each cell down the codec chain: a codec's payload is decoded, the ten moments are
-restored and the float result is checked against the tolerance, exactly as decoding will do;
-cells that miss are retried with a tighter codec tolerance, then with the next codec, and the
-always-available ``lossless`` codec ends every chain. Payloads go to a spool file beside the
+restored (and in the restart profile the content-block set enforced) and the float result is
+checked against the profile's target, exactly as decoding will do; cells that miss are retried
+with a tighter codec target, then with the next codec, and the always-available ``lossless``
+codec ends every chain. Payloads go to a spool file beside the
 output, so memory holds one batch plus a few bytes of index per cell.
 """
 
@@ -22,10 +23,11 @@ import numpy as np
 import zstandard
 from tqdm import tqdm
 
-from . import __version__, blockset, layout, physics, vlsv
-from .codecs import Codec, codec_ids, get_codec
+from . import __version__, blockset, content, layout, physics, vlsv
+from .codecs import Codec, Target, codec_ids, get_codec
 from .errors import VdfzipError
 from .fileio import check_output_path
+from .profiles import Profile, resolve_profile
 from .reconstruct import LOSSLESS, Reconstruction, cell_rel_l2, reconstruct, select_moments
 from .vlasiator import CellBatch, Population, VlasiatorFile
 
@@ -142,19 +144,20 @@ class EncodedPopulation:
         return zstandard.ZstdCompressor(level=19).compress(self.index.tobytes())
 
 
-def _attempt(codec: Codec, batch: CellBatch, cells: np.ndarray, tol: float, mesh) -> dict[int, bytes]:
-    """Payloads of the cells that ``codec`` can encode within ``tol`` (cells without blocks go
+def _attempt(codec: Codec, batch: CellBatch, cells: np.ndarray, target: Target, mesh) -> dict[int, bytes]:
+    """Payloads of the cells that ``codec`` can encode within ``target`` (cells without blocks go
     straight to lossless, whose payload for them is a few bytes)."""
     if codec.codec_id != LOSSLESS:
         cells = [c for c in cells if batch.offsets[c] < batch.offsets[c + 1]]
-    return codec.encode_cells(batch, cells, mesh, tol)
+    return codec.encode_cells(batch, cells, mesh, target)
 
 
 def encode_batch(
-    batch: CellBatch, population: Population, chain: list[Codec], tol: float
+    batch: CellBatch, population: Population, chain: list[Codec], target: Target, content_set: np.ndarray | None = None
 ) -> tuple[list[bytes], np.ndarray, np.ndarray, physics.Moments]:
     """Per cell: the accepted payload, its codec's position in ``chain``, its rel L2 after
-    reconstruction; and the cells' moments."""
+    reconstruction; and the cells' moments. With a per-block ``content_set`` (restart profile)
+    the reconstruction enforces it and a cell is accepted only if its tails meet ``target``."""
     mesh, cells = population.mesh, len(batch)
     moments = physics.batch_moments(batch, population)
     payloads: list[bytes | None] = [None] * cells
@@ -162,20 +165,18 @@ def encode_batch(
     errors = np.zeros(cells)
     for position, codec in enumerate(chain):
         tighter = codec.retry_tighter and codec.codec_id != LOSSLESS
-        attempts = 1 + max(0, int(np.floor(np.log2(tol / MIN_CODEC_TOL)))) if tighter else 1
+        attempts = 1 + max(0, int(np.floor(np.log2(target.rel_l2 / MIN_CODEC_TOL)))) if tighter else 1
         for attempt in range(attempts):
             pending = np.flatnonzero(codec_of_cell < 0)
             if not len(pending):
                 return payloads, codec_of_cell, errors, moments
-            candidates = _attempt(codec, batch, pending, tol / 2**attempt, mesh)
+            candidates = _attempt(codec, batch, pending, target.tightened(attempt), mesh)
             tried = np.array(sorted(candidates), dtype=int)
             if not len(tried):
                 break
-            result = _reconstruct_subset(batch, tried, candidates, codec, moments, mesh, population.dtype)
-            rows_offsets = np.concatenate([[0], np.cumsum(np.diff(batch.offsets)[tried])])
-            original = np.concatenate([batch.cell(c)[1] for c in tried])
-            cell_errors = cell_rel_l2(result.values, original, rows_offsets)
-            ok = result.converged & ((cell_errors <= tol) | (codec.codec_id == LOSSLESS))
+            result = _reconstruct_subset(batch, tried, candidates, codec, moments, population, content_set)
+            met, cell_errors = _check(batch, tried, result.values, target)
+            ok = result.converged & (met | (codec.codec_id == LOSSLESS))
             for c, error in zip(tried[ok], cell_errors[ok]):
                 payloads[c], codec_of_cell[c], errors[c] = candidates[c], position, error
     if np.any(codec_of_cell < 0):
@@ -183,7 +184,18 @@ def encode_batch(
     return payloads, codec_of_cell, errors, moments
 
 
-def _reconstruct_subset(batch, cells, candidates, codec, moments, mesh, dtype) -> Reconstruction:
+def _check(batch: CellBatch, cells: np.ndarray, values: np.ndarray, target: Target) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell of ``cells``: whether its reconstructed rows of ``values`` meet ``target``, and its rel L2."""
+    offsets = np.concatenate([[0], np.cumsum(np.diff(batch.offsets)[cells])])
+    errors = cell_rel_l2(values, np.concatenate([batch.cell(c)[1] for c in cells]), offsets)
+    met = errors <= target.rel_l2
+    if target.tail_tol is not None:
+        for i, c in enumerate(cells):
+            met[i] &= target.tail_p95(values[offsets[i] : offsets[i + 1]], batch.cell(c)[1]) <= target.tail_tol
+    return met, errors
+
+
+def _reconstruct_subset(batch, cells, candidates, codec, moments, population: Population, content_set) -> Reconstruction:
     ids = [batch.cell(c)[0] for c in cells]
     sub = CellBatch(
         population=batch.population,
@@ -193,24 +205,33 @@ def _reconstruct_subset(batch, cells, candidates, codec, moments, mesh, dtype) -
         block_ids=np.concatenate(ids),
         values=np.zeros((0, 0)),
     )
+    keep = None if content_set is None else np.concatenate([content_set[batch.offsets[c] : batch.offsets[c + 1]] for c in cells])
     return reconstruct(
-        sub, [candidates[c] for c in cells], np.zeros(len(cells), int), [codec], select_moments(moments, cells), mesh, dtype
+        sub, [candidates[c] for c in cells], np.zeros(len(cells), int), [codec], select_moments(moments, cells),
+        population.mesh, population.dtype, keep, population.threshold,
     )
 
 
 def encode_population(
-    population: Population, chain: list[Codec], tol: float, keep_order: bool, batch_cells: int, spool: Path, bar
+    population: Population, chain: list[Codec], tol: float, profile: Profile, keep_order: bool, batch_cells: int,
+    spool: Path, bar,
 ) -> EncodedPopulation:
     """Encode every cell of a population; records are appended to ``spool``."""
+    target = profile.target(tol, population.threshold)
     index = np.zeros(population.cell_count, dtype=layout.INDEX_DTYPE)
     moments = np.zeros((population.cell_count, layout.MOMENT_COLUMNS))
     summary = PopulationSummary(population.name, population.cell_count, population.block_count, population.vdf_bytes)
     with open(spool, "wb") as out:
         for batch in population.batches(max_blocks=MAX_BATCH_BLOCKS, max_cells=batch_cells):
-            payloads, codec_of_cell, errors, batch_moments = encode_batch(batch, population, chain, tol)
+            content_set = content.content_blocks(batch.values, population.threshold) if profile.keeps_content else None
+            payloads, codec_of_cell, errors, batch_moments = encode_batch(batch, population, chain, target, content_set)
             rows = slice(batch.first, batch.first + len(batch))
             for i, payload in enumerate(payloads):
-                structure = blockset.encode(batch.cell(i)[0], keep_order)
+                ids = batch.cell(i)[0]
+                cell_content = None
+                if content_set is not None:
+                    cell_content = content.encode(ids, content_set[batch.offsets[i] : batch.offsets[i + 1]], population.mesh)
+                structure = blockset.encode(ids, keep_order, cell_content)
                 record = structure + payload
                 out.write(record)
                 index[batch.first + i] = (
@@ -220,21 +241,23 @@ def encode_population(
             moments[rows] = layout.moments_to_columns(batch_moments)
             fallen = [int(batch.cell_ids[i]) for i, k in enumerate(codec_of_cell) if k > 0 and chain[k].codec_id == LOSSLESS]
             if fallen:
-                log.warning("population %s: cells %s stored losslessly: no lossy codec met the tolerance "
-                            "after moment restoration", population.name, fallen)
+                log.warning("population %s: cells %s stored losslessly: no lossy codec met %s "
+                            "after moment restoration", population.name, fallen, target)
             summary.methods.update(chain[k].codec_id for k in codec_of_cell)
             summary.errors.append(errors)
             bar.update(len(batch))
     return EncodedPopulation(population, chain, index, moments, spool, summary)
 
 
-def _header(encoded: EncodedPopulation, tol: float, keep_order: bool, index_bytes: bytes) -> bytes:
+def _header(encoded: EncodedPopulation, tol: float, profile: Profile, keep_order: bool, index_bytes: bytes) -> bytes:
     p = encoded.population
     header = {
         "format": layout.FORMAT_VERSION,
         "vdfzip": __version__,
         "population": p.name,
         "tol": tol,
+        "profile": profile.as_dict(),
+        "threshold": p.threshold,
         "block_order": "keep" if keep_order else "sorted",
         "dtype": p.dtype.str,
         "codecs": [{"id": c.codec_id, "config": c.get_config()} for c in encoded.chain],
@@ -247,7 +270,8 @@ def _header(encoded: EncodedPopulation, tol: float, keep_order: bool, index_byte
 
 
 def _write_population_array(
-    writer: vlsv.VlsvWriter, tag: str, encoded: EncodedPopulation, index_bytes: bytes, tol: float, keep_order: bool
+    writer: vlsv.VlsvWriter, tag: str, encoded: EncodedPopulation, index_bytes: bytes, tol: float, profile: Profile,
+    keep_order: bool,
 ) -> None:
     """Write the vdfzip array that takes the place of the population's array ``tag``."""
     name = encoded.population.name
@@ -257,7 +281,7 @@ def _write_population_array(
     elif tag == "BLOCKSPERCELL":
         writer.write_array("VDFZIP_MOMENTS", encoded.moments, **attrs)
     elif tag == "BLOCKIDS":
-        text = _header(encoded, tol, keep_order, index_bytes)
+        text = _header(encoded, tol, profile, keep_order, index_bytes)
         attrs |= {"format_version": layout.FORMAT_VERSION, "vdfzip_version": __version__, "crc32": layout.checksum(text)}
         writer.write_array("VDFZIP_HEADER", np.frombuffer(text, np.uint8), **attrs)
     else:
@@ -272,6 +296,8 @@ def encode_file(
     *,
     tol: float = 1e-2,
     method: str | None = None,
+    profile: str | None = None,
+    tail_tol: float | None = None,
     device: str = "auto",
     populations: list[str] | None = None,
     batch_cells: int = DEFAULT_BATCH_CELLS,
@@ -279,7 +305,10 @@ def encode_file(
     force: bool = False,
     progress: bool | None = None,
 ) -> dict:
-    """Compress the VDFs of a VLSV file into a vdfzip VLSV file; returns the summary dict."""
+    """Compress the VDFs of a VLSV file into a vdfzip VLSV file; returns the summary dict.
+
+    ``profile`` is ``restart`` (the default for restart files: content-block set kept, tails
+    within ``tail_tol`` decades) or ``core`` (rel L2 only; the default for other files)."""
     if not (isinstance(tol, (int, float)) and 1e-6 <= tol < 1):
         raise OptionError(f"--tol must be in [1e-6, 1), got {tol}")
     if batch_cells < 1:
@@ -287,9 +316,7 @@ def encode_file(
     if block_order not in ("keep", "sorted"):
         raise OptionError(f"--block-order must be keep or sorted, not {block_order!r}")
     xp = array_namespace(device)
-    chain = [get_codec(c) for c in parse_chain(method)]
-    for codec in chain:
-        codec.fit_on(xp)
+    chain_ids = parse_chain(method)
     source = Path(source)
     output = Path(output) if output is not None else default_output(source, ".vdfz")
     started = time.perf_counter()
@@ -297,6 +324,10 @@ def encode_file(
         if layout.is_compressed(file.vlsv):
             raise VdfzipError(f"{source} is already compressed by vdfzip; decode it first")
         selected = _select_populations(file, populations)
+        chosen = resolve_profile(profile, tail_tol, file.is_restart)
+        chain = [get_codec(c, **chosen.codec_config(c)) for c in chain_ids]
+        for codec in chain:
+            codec.fit_on(xp)
         output = check_output_path(output, inputs=[source], overwrite=force)
         keep_order = block_order == "keep"
         with tempfile.TemporaryDirectory(dir=output.parent, prefix=".vdfzip-spool-") as spool_dir:
@@ -305,17 +336,17 @@ def encode_file(
             with tqdm(total=total, unit="cell", desc="encode", disable=None if progress is None else not progress) as bar:
                 for p in selected:
                     encoded[p.name] = encode_population(
-                        p, chain, tol, keep_order, batch_cells, Path(spool_dir) / f"{p.name}.records", bar
+                        p, chain, tol, chosen, keep_order, batch_cells, Path(spool_dir) / f"{p.name}.records", bar
                     )
             packed = {name: e.packed_index for name, e in encoded.items()}
             with vlsv.VlsvWriter(output) as writer:
                 for element in file.vlsv.write_order():
                     if element.tag in layout.REPLACEMENT and element.name in encoded:
                         e = encoded[element.name]
-                        _write_population_array(writer, element.tag, e, packed[element.name], tol, keep_order)
+                        _write_population_array(writer, element.tag, e, packed[element.name], tol, chosen, keep_order)
                     else:
                         writer.copy_element(element, file.vlsv.raw_chunks(element))
-    return _summary(source, output, encoded, started)
+    return _summary(source, output, encoded, chosen, started)
 
 
 def _select_populations(file: VlasiatorFile, names: list[str] | None) -> list[Population]:
@@ -326,7 +357,7 @@ def _select_populations(file: VlasiatorFile, names: list[str] | None) -> list[Po
     return [p for p in chosen if p.block_count]
 
 
-def _summary(source: Path, output: Path, encoded: dict[str, EncodedPopulation], started: float) -> dict:
+def _summary(source: Path, output: Path, encoded: dict[str, EncodedPopulation], profile: Profile, started: float) -> dict:
     with vlsv.read(output) as f:
         for name, e in encoded.items():
             e.summary.output_bytes = sum(f.element(tag, name=name).nbytes for tag in layout.ORIGINAL)
@@ -337,6 +368,7 @@ def _summary(source: Path, output: Path, encoded: dict[str, EncodedPopulation], 
         "input": str(source),
         "output": str(output),
         "ratio": input_bytes / output_bytes if output_bytes else None,
+        "profile": profile.as_dict(),
         "seconds": time.perf_counter() - started,
         "populations": pops,
     }

@@ -11,7 +11,8 @@ CELLSWITHBLOCKS    VDFZIP_INDEX        zstd of one :data:`INDEX_DTYPE` row per c
 BLOCKSPERCELL      VDFZIP_MOMENTS      float64 (cells, 10): n, V, Pxx Pyy Pzz Pxy Pxz Pyz
 BLOCKIDS           VDFZIP_HEADER       JSON text: versions, options, codecs, the original
                                        arrays' footer attributes, checksums
-BLOCKVARIABLE      VDFZIP_RECORDS      per cell: block-structure bytes, then codec payload
+BLOCKVARIABLE      VDFZIP_RECORDS      per cell: block-structure bytes (with the content-block
+                                       set in the restart profile), then codec payload
 =================  ==================  =====================================================
 """
 
@@ -25,7 +26,7 @@ from functools import cached_property
 import numpy as np
 import zstandard
 
-from . import __version__, blockset, vlsv
+from . import __version__, blockset, content, vlsv
 from .codecs import Codec, get_codec
 from .errors import VdfzipError
 from .physics import PRESSURE_COMPONENTS, Moments
@@ -99,6 +100,7 @@ class CellRecords:
     payloads: list[bytes]
     codecs: np.ndarray  # index into CompressedPopulation.codecs
     moments: Moments
+    content_set: np.ndarray | None  # per block: has content (restart profile), else None
 
 
 class CompressedPopulation:
@@ -124,7 +126,13 @@ class CompressedPopulation:
         config = file.find("CONFIG")
         config = parse_config(file.read_text(config)) if config is not None else None
         self.mass = particle_mass(config, name)[0]
-        self.threshold = sparsity_threshold(file, config, name, warn=False)[0]
+        # the threshold the encoder used (files written before it was stored: the file's own)
+        self.threshold = self.header.get("threshold") or sparsity_threshold(file, config, name, warn=False)[0]
+
+    @property
+    def profile(self) -> dict:
+        """``{"name", "tail_tol"}`` of the profile the population was encoded with."""
+        return self.header.get("profile", {"name": "core", "tail_tol": None})
 
     def _where(self) -> str:
         return f"{self.file.path}: population {self.name}"
@@ -201,21 +209,27 @@ class CompressedPopulation:
 
     def block_ids(self, cell: int) -> np.ndarray:
         structure, _ = self.record(cell)
-        return self._decode_structure(cell, structure)
+        return self._decode_structure(cell, structure)[0]
 
-    def _decode_structure(self, cell: int, structure: bytes) -> np.ndarray:
-        ids = blockset.decode(structure)
+    def _decode_structure(self, cell: int, structure: bytes) -> tuple[np.ndarray, np.ndarray | None]:
+        """Block ids and, in the restart profile, the content-block mask of a cell."""
+        ids, content_bytes = blockset.decode(structure)
         if len(ids) != self.index["blocks"][cell]:
             raise CorruptFileError(f"{self._where()}: cell {int(self.cell_ids[cell])} decodes to a wrong block count")
-        return ids
+        return ids, None if content_bytes is None else content.decode(content_bytes, ids, self.mesh)
 
     def cells(self, start: int, stop: int) -> CellRecords:
         """The stored records of cells ``[start, stop)``: block ids, payloads, codecs, moments."""
-        ids, payloads = [], []
+        ids, masks, payloads = [], [], []
         for cell in range(start, stop):
             structure, payload = self.record(cell)
-            ids.append(self._decode_structure(cell, structure))
+            cell_ids, mask = self._decode_structure(cell, structure)
+            ids.append(cell_ids)
+            masks.append(mask)
             payloads.append(payload)
+        with_content = [m for m in masks if m is not None]
+        if with_content and len(with_content) != len(masks):
+            raise CorruptFileError(f"{self._where()}: some cells lack their content-block set")
         offsets = self.block_offsets[start : stop + 1] - self.block_offsets[start]
         return CellRecords(
             first=start,
@@ -225,6 +239,7 @@ class CompressedPopulation:
             payloads=payloads,
             codecs=self.index["codec"][start:stop],
             moments=columns_to_moments(self.moment_columns[start:stop], self.mass),
+            content_set=np.concatenate(with_content) if with_content else None,
         )
 
     def batches(self, max_blocks: int = 1 << 20, max_cells: int | None = None) -> list[tuple[int, int]]:

@@ -27,6 +27,7 @@ __all__ = [
     "relative_l2",
     "log10_errors",
     "log10_error_percentiles",
+    "cell_log10_p95",
     "content_lost_fraction",
     "content_blocks_changed",
     "content_fractions",
@@ -54,6 +55,16 @@ def log10_errors(decoded: np.ndarray, original: np.ndarray, threshold: float) ->
     content = f >= threshold
     g = np.maximum(np.asarray(decoded, dtype=np.float64)[content], LOG_FLOOR * threshold)
     return np.abs(np.log10(g) - np.log10(f[content]))
+
+
+def cell_log10_p95(decoded: np.ndarray, original: np.ndarray, offsets: np.ndarray, threshold: float) -> np.ndarray:
+    """Per cell (rows ``offsets[i]:offsets[i+1]``): the 95th percentile of its log10 errors, the
+    quantity the restart profile bounds (0 for a cell without content)."""
+    result = np.zeros(len(offsets) - 1)
+    for i, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
+        errors = log10_errors(decoded[lo:hi], original[lo:hi], threshold)
+        result[i] = np.percentile(errors, 95) if errors.size else 0.0
+    return result
 
 
 def log10_error_percentiles(errors: np.ndarray) -> dict[str, float]:

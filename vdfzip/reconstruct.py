@@ -1,4 +1,5 @@
-"""From payloads to restored block values: decode, restore the ten moments, cast to the stored dtype.
+"""From payloads to restored block values: decode, restore the ten moments, enforce the
+content-block set (restart profile), cast to the stored dtype.
 
 The encoder runs exactly this on every candidate payload and accepts a cell only if the result
 meets the tolerance, so what ``vdfzip decode`` writes is what the encoder checked.
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import conservation
+from . import conservation, content
 from .codecs import Codec
 from .physics import Moments
 from .vlasiator import CellBatch, VelocityMesh
@@ -45,11 +46,14 @@ def reconstruct(
     moments: Moments,
     mesh: VelocityMesh,
     dtype: np.dtype,
+    content_set: np.ndarray | None = None,
+    threshold: float = 0.0,
 ) -> Reconstruction:
     """Values of every cell of ``batch`` (its ``values`` are ignored) from its payload and codec.
 
     Lossless cells are returned exactly as stored; the others are clipped at 0 and reweighted
-    so their density, velocity and pressure tensor equal ``moments``.
+    so their density, velocity and pressure tensor equal ``moments``, and given a per-block
+    ``content_set`` (restart profile), exactly those blocks reach ``threshold``.
     """
     values = np.empty((len(batch.block_ids), mesh.cells_per_block), dtype=dtype)
     converged = np.ones(len(batch), dtype=bool)
@@ -62,12 +66,36 @@ def reconstruct(
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         decoded = codec.decode_cells([payloads[c] for c in cells], [batch.cell(c)[0] for c in cells], mesh)
         if codec.codec_id != LOSSLESS:
-            projection = conservation.restore_moments(
-                batch.block_ids[rows], decoded, offsets, mesh, select_moments(moments, cells)
-            )
-            decoded, converged[cells] = projection.values, projection.converged
+            target = select_moments(moments, cells)
+            keep = None if content_set is None else content_set[rows]
+            decoded, converged[cells] = restore(batch.block_ids[rows], decoded, offsets, mesh, target, keep, threshold)
         values[rows] = decoded.astype(dtype)
     return Reconstruction(values, converged)
+
+
+#: Restoration–enforcement rounds of the restart profile. Each round shrinks the moment error the
+#: enforcement leaves by ~25× (measured on the 72 restart cells from coarse linear decodes: max
+#: residual 1.1, 6e-6, 2e-7, 1e-8, 5e-11), so a handful reaches ENFORCED_RESIDUAL.
+MAX_ROUNDS = 8
+
+
+def restore(block_ids, values, offsets, mesh, target: Moments, content_set, threshold) -> tuple[np.ndarray, np.ndarray]:
+    """Restored values and per cell whether the moments hold. With a ``content_set`` the
+    restoration and the enforcement of the set alternate: the enforcement moves values of the
+    threshold's size (which can carry pressure far out in a cold cell's tails), the next
+    restoration corrects that with factors ever closer to 1, until the moments hold as they stand."""
+    projection = conservation.restore_moments(block_ids, values, offsets, mesh, target)
+    if content_set is None:
+        return projection.values, projection.converged
+    converged = projection.converged
+    for _ in range(MAX_ROUNDS):
+        values = content.enforce(projection.values, content_set, threshold)
+        residual = conservation.moment_residual(block_ids, values, offsets, mesh, target)
+        if np.all(residual <= conservation.ENFORCED_RESIDUAL):
+            break
+        projection = conservation.restore_moments(block_ids, values, offsets, mesh, target)
+        converged &= projection.converged
+    return values, converged & (residual <= conservation.ENFORCED_RESIDUAL)
 
 
 def cell_rel_l2(decoded: np.ndarray, original: np.ndarray, offsets: np.ndarray) -> np.ndarray:

@@ -65,7 +65,11 @@ class Accumulator:
             "pressure_rel_err_max": self.maxima["pressure"],
             "pressure_tensor_rel_err_max": self.maxima["pressure_tensor"],
             "heat_flux_err_over_vth3_max": self.maxima["heat_flux"],
-            "log10_err": {"p50": _histogram_quantile(self.log_histogram, 0.5), "p95": _histogram_quantile(self.log_histogram, 0.95)},
+            "log10_err": {
+                "p50": _histogram_quantile(self.log_histogram, 0.5),
+                "p95": _histogram_quantile(self.log_histogram, 0.95),
+                "cell_p95_max": self.maxima["tail_cell_p95"],  # what the restart profile bounds
+            },
             "negative_values": self.negative_values,
             "blocks_identical": self.blocks_identical,
         } | metrics.content_fractions(self.counts)
@@ -121,6 +125,7 @@ def compare_batch(original: CellBatch, other: CellBatch, population: Population)
     for key, values in _moment_errors(mine, theirs).items():
         acc.add_errors(key, values[mine.density > 0])
     acc.log_histogram += np.histogram(np.clip(metrics.log10_errors(g, f, threshold), 0, 12), _LOG_BINS)[0]
+    acc.add_errors("tail_cell_p95", metrics.cell_log10_p95(g, f, original.offsets, threshold))
     acc.counts.update(metrics.tail_counts(g, f, threshold))
     acc.negative_values = int((g < 0).sum())
     return acc
@@ -161,6 +166,7 @@ def verify_files(original: str | os.PathLike, other: str | os.PathLike) -> dict:
             pop_methods = _methods(compressed, name)
             entry = acc.report(population.cell_count) | {"methods": pop_methods}
             if is_compressed:
+                entry["profile"] = compressed.populations[name].profile
                 entry["ratio"] = population.vdf_bytes / compressed.populations[name].compressed_bytes
                 input_bytes += population.vdf_bytes
                 output_bytes += compressed.populations[name].compressed_bytes

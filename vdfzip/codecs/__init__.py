@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import VdfzipError
-from ..metrics import log10_errors, relative_l2
+from ..metrics import cell_log10_p95, relative_l2
 from ..vlasiator import CellBatch, VelocityMesh
 
 _REGISTRY: dict[str, type[Codec]] = {}
@@ -63,8 +63,7 @@ class Target:
 
     def tail_p95(self, decoded: np.ndarray, original: np.ndarray) -> float:
         """95th percentile of the log10 error over the voxels with content (0 if none)."""
-        errors = log10_errors(decoded, original, self.threshold)
-        return float(np.percentile(errors, 95)) if errors.size else 0.0
+        return float(cell_log10_p95(decoded, original, np.array([0, len(original)]), self.threshold)[0])
 
     def tightened(self, times: int) -> Target:
         """The target of the ``times``-th tighter retry."""
