@@ -60,7 +60,7 @@ def test_tolerance_met_on_restart_cells(codec, restart_cells, tol):
         assert roundtrip_error(codec, block_ids, values, mesh, tol)[1] <= tol
 
 
-@pytest.mark.parametrize("transform", ["sqrt", "cbrt", "log"])
+@pytest.mark.parametrize("transform", ["sqrt", "cbrt", "log", "loglin"])
 def test_transforms_meet_tolerance_on_linear_f(restart_cells, transform):
     cells, mesh = restart_cells
     codec = get_codec("octree", transform=transform)
@@ -151,8 +151,8 @@ def test_quantization_steps_and_dequantized_decomposition(codec, restart_cells):
     block_ids, values = cells[3]
     payload = codec.encode_cell(block_ids, values, mesh, 3e-3)
     corners, shape = octree.block_corners(block_ids, mesh)
-    transform, scale, _, quantized = codec._unpack(payload, shape)
-    again = codec._pack(transform, scale, quantized)
+    domain, quantized = codec._unpack(payload, shape)
+    again = codec._pack(domain, quantized)
     assert again == payload
 
 
@@ -226,6 +226,17 @@ def test_auto_transform_keeps_the_tails_that_linear_loses(restart_cells):
         decoded = auto.decode_cell(payload, block_ids, mesh)
         assert relative_l2(decoded, values) <= 1e-2
         assert np.percentile(log10_errors(decoded, values, 1e-15), 95) <= 0.3
-        assert octree._TRANSFORMS[payload[1]] in ("sqrt", "cbrt")
+        assert octree._TRANSFORMS[payload[1]] in ("sqrt", "cbrt", "loglin")
         plain = linear.decode_cell(linear.encode_cell(block_ids, values, mesh, 1e-2), block_ids, mesh)
         assert np.percentile(log10_errors(plain, values, 1e-15), 95) > 1.0
+
+
+def test_loglin_transform_inverts_and_is_smooth_at_the_knee():
+    knee, floor = octree.LOGLIN_KNEE, 1e-8
+    f = np.array([0.0, 1e-9, 1e-8, 1e-6, 0.999 * knee, knee, 1.001 * knee, 0.5, 1.0])
+    y = octree.forward_transform(f, "loglin", 1.0, floor)
+    assert y[0] == 0 and y[1] == 0  # zeros (outside the blocks) and values below the floor sit at 0
+    np.testing.assert_allclose(octree.inverse_transform(y, "loglin", 1.0, floor)[2:], f[2:], rtol=1e-12)
+    slope = np.diff(y) / np.diff(f)
+    np.testing.assert_allclose(slope[[4, 5]], 1 / knee, rtol=2e-3)  # C¹: both sides of the knee
+    assert np.all(np.diff(y) >= 0)
