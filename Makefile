@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 # the project's torch range does not pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test install install-dev bench-io bench-rd bench-mlp bench-e2e clean
+.PHONY: demo test install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench-io: install
 bench-rd: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/rate_distortion.py
+
+bench-restart: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python bench/restart_profile.py
 
 bench-mlp: install-dev
 	$(BIN)/python bench/mlp_fit.py
