@@ -4,10 +4,12 @@ from __future__ import annotations
 
 
 def format_encode_summary(summary: dict) -> str:
-    ratio = summary["ratio"]
+    ratio, profile = summary["ratio"], summary["profile"]
+    guarantee = f", tails within {profile['tail_tol']:g} decades (p95), content blocks kept" if profile["tail_tol"] else ""
     lines = [
         f"wrote {summary['output']} in {summary['seconds']:.1f} s; VDF ratio "
-        + (f"{ratio:.1f}" if ratio else "n/a (no VDF)"),
+        + (f"{ratio:.1f}" if ratio else "n/a (no VDF)")
+        + f"; profile {profile['name']}{guarantee}",
         f"{'population':12s} {'cells':>8s} {'ratio':>8s} {'rel L2 median':>14s} {'p95':>9s} {'max':>9s}  methods",
     ]
     for name, p in summary["populations"].items():
