@@ -6,14 +6,16 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import shared_file
+
 from vdfzip import layout, vlsv
 from vdfzip.cli import main
+from vdfzip.codecs import Target, codec_ids, get_codec, octree, register_codec
 from vdfzip.decode import CompressedFile, decode_file
-from vdfzip.encode import encode_file
+from vdfzip.encode import encode_batch, encode_file
 from vdfzip.synth import write_synthetic_restart
 from vdfzip.verify import verify_files
+from vdfzip.vlasiator import VlasiatorFile
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +218,44 @@ def test_library_api_is_importable_from_the_package():
     assert (vdfzip.encode_file, vdfzip.decode_file, vdfzip.verify_files) == (encode_file, decode_file, verify_files)
     with pytest.raises(AttributeError):
         vdfzip.compress_everything  # noqa: B018
+
+
+@register_codec
+class _PaddedOctree(octree.OctreeCodec):
+    """The octree codec with 100 useless bytes appended: meets every target, never the smallest."""
+
+    codec_id = "test-padded"
+
+    def encode_cell(self, block_ids, values, mesh, target):
+        return super().encode_cell(block_ids, values, mesh, target) + bytes(100)
+
+    def decode_cell(self, payload, block_ids, mesh):
+        return super().decode_cell(payload[:-100], block_ids, mesh)
+
+
+def test_best_of_keeps_the_smallest_payload_per_cell(synthetic):
+    with VlasiatorFile(synthetic) as f:
+        population = f.population("proton")
+        batch = population.cells(0, population.cell_count)
+    chain = [get_codec("test-padded"), get_codec("octree"), get_codec("lossless")]
+    first, first_codec, _, _ = encode_batch(batch, population, chain, Target(3e-2))
+    best, best_codec, errors, _ = encode_batch(batch, population, chain, Target(3e-2), best_of=True)
+    assert np.all(first_codec == 0) and np.all(best_codec == 1)
+    assert [len(a) - len(b) for a, b in zip(first, best)] == [100] * len(batch)
+    assert np.all(errors <= 3e-2)
+
+
+def test_auto_method_tries_every_codec(tmp_path, synthetic):
+    """``--method auto`` keeps per cell the smallest payload of every registered codec: never
+    larger than the octree codec's alone, and still within tol."""
+    sizes = {}
+    for method in ("octree", "auto"):
+        out = tmp_path / f"{method}.vdfz.vlsv"
+        encode_file(synthetic, out, tol=3e-2, method=method, populations=["proton"], profile="core", progress=False)
+        with CompressedFile(out) as f:
+            p = f.populations["proton"]
+            sizes[method] = p.index["payload_bytes"].astype(int)
+            codecs = [c.codec_id for c in p.codecs]
+        _assert_invariants(verify_files(synthetic, out), 3e-2)
+    assert codecs == [c for c in codec_ids() if c != "lossless"] + ["lossless"]
+    assert np.all(sizes["auto"] <= sizes["octree"])

@@ -62,7 +62,7 @@ def _build_parser() -> argparse.ArgumentParser:
     encode.add_argument("-o", "--output", help="output file (default: INPUT with .vdfz before .vlsv)")
     encode.add_argument("--tol", type=_tolerance, default=1e-2, help="max rel L2 per cell after decoding (default 1e-2)")
     encode.add_argument("--method", help="comma-separated codec fallback chain (default: octree; "
-                        "lossless always ends it)")
+                        "lossless always ends it), or auto: per cell the smallest payload of all codecs")
     encode.add_argument("--profile", choices=("restart", "core"),
                         help="restart: also keep the content-block set and the tails (default for restart files); "
                         "core: rel L2 only (default otherwise)")

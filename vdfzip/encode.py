@@ -49,6 +49,7 @@ DEFAULT_BATCH_CELLS = 256
 # ~0.6 GB of RSS whatever the file size (bench/RESULTS-e2e.md); 512 Ki blocks peaked at 1.2 GB
 # for no measurable gain in speed.
 MAX_BATCH_BLOCKS = 1 << 17
+AUTO = "auto"
 
 
 class OptionError(VdfzipError):
@@ -60,7 +61,10 @@ def default_chain() -> list[str]:
 
 
 def parse_chain(method: str | None) -> list[str]:
-    """Codec ids of a comma-separated chain, ``lossless`` appended if missing."""
+    """Codec ids of a comma-separated chain, ``lossless`` appended if missing; ``auto``: every
+    registered codec (each cell then keeps the smallest payload that meets the target)."""
+    if method == AUTO:
+        return [c for c in codec_ids() if c != LOSSLESS] + [LOSSLESS]
     chain = default_chain() if method is None else [m.strip() for m in method.split(",") if m.strip()]
     if not chain:
         raise OptionError(f"--method {method!r} names no codec")
@@ -153,32 +157,42 @@ def _attempt(codec: Codec, batch: CellBatch, cells: np.ndarray, target: Target, 
 
 
 def encode_batch(
-    batch: CellBatch, population: Population, chain: list[Codec], target: Target, content_set: np.ndarray | None = None
+    batch: CellBatch,
+    population: Population,
+    chain: list[Codec],
+    target: Target,
+    content_set: np.ndarray | None = None,
+    best_of: bool = False,
 ) -> tuple[list[bytes], np.ndarray, np.ndarray, physics.Moments]:
     """Per cell: the accepted payload, its codec's position in ``chain``, its rel L2 after
-    reconstruction; and the cells' moments. With a per-block ``content_set`` (restart profile)
-    the reconstruction enforces it and a cell is accepted only if its tails meet ``target``."""
+    reconstruction; and the cells' moments. A cell takes the first codec of the chain that meets
+    ``target`` or, with ``best_of``, the smallest payload among all lossy codecs that do (lossless
+    only if none does). With a per-block ``content_set`` (restart profile) the reconstruction
+    enforces it and a cell is accepted only if its tails meet ``target``."""
     mesh, cells = population.mesh, len(batch)
     moments = physics.batch_moments(batch, population)
     payloads: list[bytes | None] = [None] * cells
     codec_of_cell = np.full(cells, -1)
     errors = np.zeros(cells)
     for position, codec in enumerate(chain):
-        tighter = codec.retry_tighter and codec.codec_id != LOSSLESS
-        attempts = 1 + max(0, int(np.floor(np.log2(target.rel_l2 / MIN_CODEC_TOL)))) if tighter else 1
+        lossless = codec.codec_id == LOSSLESS
+        open_cells = np.ones(cells, dtype=bool) if best_of and not lossless else codec_of_cell < 0
+        attempts = 1 + max(0, int(np.floor(np.log2(target.rel_l2 / MIN_CODEC_TOL)))) if codec.retry_tighter else 1
         for attempt in range(attempts):
-            pending = np.flatnonzero(codec_of_cell < 0)
+            pending = np.flatnonzero(open_cells)
             if not len(pending):
-                return payloads, codec_of_cell, errors, moments
+                break
             candidates = _attempt(codec, batch, pending, target.tightened(attempt), mesh)
             tried = np.array(sorted(candidates), dtype=int)
             if not len(tried):
                 break
             result = _reconstruct_subset(batch, tried, candidates, codec, moments, population, content_set)
             met, cell_errors = _check(batch, tried, result.values, target)
-            ok = result.converged & (met | (codec.codec_id == LOSSLESS))
+            ok = result.converged & (met | lossless)
             for c, error in zip(tried[ok], cell_errors[ok]):
-                payloads[c], codec_of_cell[c], errors[c] = candidates[c], position, error
+                open_cells[c] = False
+                if payloads[c] is None or len(candidates[c]) < len(payloads[c]):
+                    payloads[c], codec_of_cell[c], errors[c] = candidates[c], position, error
     if np.any(codec_of_cell < 0):
         raise VdfzipError(f"population {population.name}: cells left without a codec (the chain must end in lossless)")
     return payloads, codec_of_cell, errors, moments
@@ -214,7 +228,7 @@ def _reconstruct_subset(batch, cells, candidates, codec, moments, population: Po
 
 def encode_population(
     population: Population, chain: list[Codec], tol: float, profile: Profile, keep_order: bool, batch_cells: int,
-    spool: Path, bar,
+    spool: Path, bar, best_of: bool = False,
 ) -> EncodedPopulation:
     """Encode every cell of a population; records are appended to ``spool``."""
     target = profile.target(tol, population.threshold)
@@ -224,7 +238,9 @@ def encode_population(
     with open(spool, "wb") as out:
         for batch in population.batches(max_blocks=MAX_BATCH_BLOCKS, max_cells=batch_cells):
             content_set = content.content_blocks(batch.values, population.threshold) if profile.keeps_content else None
-            payloads, codec_of_cell, errors, batch_moments = encode_batch(batch, population, chain, target, content_set)
+            payloads, codec_of_cell, errors, batch_moments = encode_batch(
+                batch, population, chain, target, content_set, best_of
+            )
             rows = slice(batch.first, batch.first + len(batch))
             for i, payload in enumerate(payloads):
                 ids = batch.cell(i)[0]
@@ -336,7 +352,8 @@ def encode_file(
             with tqdm(total=total, unit="cell", desc="encode", disable=None if progress is None else not progress) as bar:
                 for p in selected:
                     encoded[p.name] = encode_population(
-                        p, chain, tol, chosen, keep_order, batch_cells, Path(spool_dir) / f"{p.name}.records", bar
+                        p, chain, tol, chosen, keep_order, batch_cells, Path(spool_dir) / f"{p.name}.records", bar,
+                        best_of=method == AUTO,
                     )
             packed = {name: e.packed_index for name, e in encoded.items()}
             with vlsv.VlsvWriter(output) as writer:

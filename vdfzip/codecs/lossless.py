@@ -20,6 +20,7 @@ _DTYPES = {4: np.dtype("<f4"), 8: np.dtype("<f8")}
 class Lossless(Codec):
     codec_id = "lossless"
     version = 1
+    retry_tighter = False  # exact already
 
     def __init__(self, level: int = 9):
         self.level = level
