@@ -90,6 +90,9 @@ def test_target_checks_rel_l2_and_tails_and_tightens():
     assert not Target(1e-2, tail_tol=0.25, threshold=1e-6).met(half, f)
     assert not Target(1e-7, tail_tol=0.35, threshold=1e-6).met(half, f)
     assert Target(1e-2, tail_tol=0.25, threshold=1e-6).tail_p95(half, f) == pytest.approx(0.9 * np.log10(2), rel=0.02)
-    tighter = Target(1e-2, tail_tol=0.3, threshold=1e-6).tightened(2)
+    tighter = Target(1e-2, tail_tol=0.3, threshold=1e-6).tighter().tighter()
     assert tighter.rel_l2 == pytest.approx(2.5e-3) and tighter.tail_tol == pytest.approx(0.3 / 1.25**2)
+    tails = Target(1e-2, tail_tol=0.3, threshold=1e-6).tighter(tails_only=True)
+    assert tails.rel_l2 == 1e-2 and tails.tail_tol == pytest.approx(0.24)
+    assert Target(1e-2).tighter(tails_only=True).rel_l2 == 5e-3  # no tail bound: rel L2 it is
     assert Target.of(3e-2) == Target(3e-2) and Target.of(tighter) is tighter
