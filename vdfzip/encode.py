@@ -4,8 +4,8 @@ Encoding runs each cell down the codec chain: a codec's payload is decoded, the 
 restored (and in the restart profile the content-block set enforced) and the float result is
 checked against the profile's target, exactly as decoding will do; cells that miss are retried
 with a tighter codec target, then with the next codec, and the always-available ``lossless``
-codec ends every chain. Payloads go to a spool file beside the
-output, so memory holds one batch plus a few bytes of index per cell.
+codec ends every chain. Payloads go to a spool file beside the output, so memory holds one batch
+plus a few bytes of index per cell.
 """
 
 from __future__ import annotations
