@@ -90,6 +90,20 @@ class MlpCodec(Codec):
 
     def encode_cells(self, batch, cells, mesh, target):
         target = Target.of(target)
+        payloads = self.fit_cells(batch, cells, mesh, target.rel_l2)
+        decoded = self.decode_cells(list(payloads.values()), [batch.cell(c)[0] for c in payloads], mesh)
+        accepted, row = {}, 0
+        for cell, payload in payloads.items():
+            values = batch.cell(cell)[1]
+            if target.met(decoded[row : row + len(values)], values):
+                accepted[cell] = payload
+            row += len(values)
+        return accepted
+
+    def fit_cells(self, batch: CellBatch, cells, mesh: VelocityMesh, tol: float) -> dict[int, bytes]:
+        """The payload of every cell with positive values, its network trained jointly with the
+        others' towards rel L2 ``tol`` whether it got there or not (a predictor for a residual
+        coder, or candidates for :meth:`encode_cells` to check)."""
         rng = np.random.default_rng(self.schedule.seed)
         prepared = [p for c in cells if (p := self.prepare_cell(batch, c, mesh, rng)) is not None]
         if not prepared:
@@ -97,16 +111,8 @@ class MlpCodec(Codec):
         xp = self.xp
         stacked = [xp.asarray(np.stack([getattr(p, name) for p in prepared]))
                    for name in ("inputs", "base", "target", "weight")]
-        result = fit(self.architecture, *stacked, np.full(len(prepared), GOAL_SHARE * target.rel_l2), self.schedule, xp)
-        payloads = [self.payload(p.mixture, result.codes[i], result.steps[i]) for i, p in enumerate(prepared)]
-        decoded = self.decode_cells(payloads, [batch.cell(p.cell)[0] for p in prepared], mesh)
-        accepted, row = {}, 0
-        for p, payload in zip(prepared, payloads):
-            values = batch.cell(p.cell)[1]
-            if target.met(decoded[row : row + len(values)], values):
-                accepted[p.cell] = payload
-            row += len(values)
-        return accepted
+        result = fit(self.architecture, *stacked, np.full(len(prepared), GOAL_SHARE * tol), self.schedule, xp)
+        return {p.cell: self.payload(p.mixture, result.codes[i], result.steps[i]) for i, p in enumerate(prepared)}
 
     def prepare_cell(self, batch: CellBatch, cell: int, mesh: VelocityMesh, rng) -> _Prepared | None:
         """Mixture and training sample of one cell; None for a cell without positive values."""
