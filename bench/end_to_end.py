@@ -166,8 +166,12 @@ def markdown(part1: dict, part2: dict, context: dict) -> str:
          f"({part1['file_bytes'] / part1['compressed_bytes']:.1f}×). `vdfzip verify` of the decoded file: blocks "
          f"identical {r['blocks_identical']}, non-VDF identical {r['non_vdf_identical']}, max errors density "
          f"{r['density_rel_err_max']:.1e}, velocity/vth {r['velocity_err_over_vth_max']:.1e}, pressure tensor "
-         f"{r['pressure_tensor_rel_err_max']:.1e}, negative values {r['negative_values']}; voxels above the "
-         f"sparsity threshold lost {r['content_lost_fraction']:.1%}."),
+         f"{r['pressure_tensor_rel_err_max']:.1e}, negative values {r['negative_values']}; profile "
+         f"{s['profile']['name']} (tails within {s['profile']['tail_tol']} decades): content blocks lost / gained "
+         f"{r['content_blocks_lost_fraction']:.2%} / {r['content_blocks_gained_fraction']:.2%}, log10 error over voxels "
+         f"above the sparsity threshold p50 / p95 / worst cell's p95 {r['log10_err']['p50']:.3f} / "
+         f"{r['log10_err']['p95']:.3f} / {r['log10_err']['cell_p95_max']:.3f}, those voxels lost "
+         f"{r['content_lost_fraction']:.1%}."),
         "",
         "| step | wall s | cell VDFs/s | VDF MB/s | peak RSS MiB |",
         "|---|---|---|---|---|",
