@@ -12,7 +12,7 @@ the shock restart's own log f is rough at the voxel scale. Its deviation from th
 a per-cell 95th percentile of 0.44 decades in the median cell (above 0.1 in 63 of 72 cells), so a
 bound of 0.1 makes the codec store that roughness voxel by voxel: the file ratio drops from 54 to
 32 (ZFP and SZ3 in the asinh domain, held to the same target: 13 and 15). 0.3 decades (a factor
-of 2 at the 95th percentile, the median error ~0.03) stays inside the data's own voxel noise.
+of 2 at the 95th percentile, the median error ~0.04) stays inside the data's own voxel noise.
 """
 
 from __future__ import annotations

@@ -47,9 +47,10 @@ class Target:
     tail_tol: float | None = None
     threshold: float = 0.0
 
-    #: Each tighter retry divides rel_l2 by 2 and tail_tol by this: the tails' p95 moves little
-    #: under the moment restoration and the content enforcement (the 17 of 72 shock-restart cells
-    #: they pushed over 0.3 ended at 0.30–0.45), so a small step suffices.
+    #: Each tighter retry divides tail_tol by this (and rel_l2 by 2 unless only the tails were
+    #: missed): the tails' p95 moves little under the moment restoration and the content
+    #: enforcement (the 17 of 72 shock-restart cells they pushed over 0.3 ended at 0.30–0.45),
+    #: so a small step suffices.
     TAIL_TIGHTENING = 1.25
 
     @classmethod
@@ -58,6 +59,7 @@ class Target:
         return target if isinstance(target, Target) else cls(float(target))
 
     def met(self, decoded: np.ndarray, original: np.ndarray) -> bool:
+        """Do a cell's decoded values meet the target against its original values?"""
         if relative_l2(decoded, original) > self.rel_l2:
             return False
         return self.tail_tol is None or self.tail_p95(decoded, original) <= self.tail_tol

@@ -36,11 +36,11 @@ tolerance is always met on linear f. ``loglin`` matches the restart profile's tw
 absolute error in the core (rel L2) and a relative one in the tails (log10 error). ``auto``
 tries linear, sqrt, cbrt and loglin and keeps the smallest payload that meets the target: the
 restart profile's tail bound picks the transform per cell. Measured on the 72 restart cells at
-rel L2 1e-2 (every 4th cell, payloads + block ids): with tails within 0.3 decades the ladder
-without loglin gives ratio 63 and with it 74 (loglin chosen for 11 of 18 cells; knee 1e-2·max:
-63, 1e-3: 66); at 0.1 decades cbrt wins almost everywhere (37 either way); linear never keeps
-the tails. The floored log needs ~15× the bytes of cbrt, because rel L2 on linear f then forces
-a fine log in the core too.
+rel L2 1e-2 with ``bench/restart_profile.py``, before and after loglin joined the ladder: file
+ratio 49.8 → 53.2 with tails within 0.3 decades, 31.9 → 32.0 at 0.1 (cbrt wins almost every cell
+there); in a per-cell prototype the knee at 3e-3·max beat 1e-2 and 1e-3. Linear never keeps the
+tails. The floored log needs ~15× the bytes of cbrt, because rel L2 on linear f then forces a
+fine log in the core too.
 
 Payload (little endian): version byte, transform byte, float64 scale, [float64 floor if log;
 float64 floor and knee (relative to scale) if loglin],
