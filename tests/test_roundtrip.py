@@ -198,14 +198,15 @@ def test_verify_tail_metrics_match_a_direct_computation(tmp_path, fullf):
     assert report["rel_l2"]["max"] == pytest.approx(direct["rel_l2"], rel=1e-6)
 
 
-def test_cell_without_blocks_round_trips(tmp_path, fullf):
+@pytest.mark.parametrize("profile", ["core", "restart"])
+def test_cell_without_blocks_round_trips(tmp_path, fullf, profile):
     from badfiles import copy_with_arrays
 
     source = tmp_path / "with_empty_cell.vlsv"
     copy_with_arrays(fullf, source, {("CELLSWITHBLOCKS", "proton"): np.array([1, 2], np.uint64),
                                      ("BLOCKSPERCELL", "proton"): np.array([1390, 0], np.uint32)})
     compressed = tmp_path / "c.vdfz.vlsv"
-    summary = encode_file(source, compressed, tol=3e-2, method="octree", progress=False)
+    summary = encode_file(source, compressed, tol=3e-2, method="octree", profile=profile, progress=False)
     assert summary["populations"]["proton"]["methods"] == {"octree": 1, "lossless": 1}
     report = verify_files(source, decode_file(compressed, progress=False))
     _assert_invariants(report, 3e-2)
