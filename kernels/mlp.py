@@ -1,4 +1,5 @@
-"""Kernels of the neural-field codec: full-mesh inference of many per-cell networks, and Adam.
+"""Kernels of the neural-field codec: the training step (loss and gradient) and full-mesh inference
+of many per-cell networks, and Adam.
 
 Inference evaluates ``f(v) = base(v) · exp(min(s(u), S_MAX))`` at every stored voxel of many
 cells at once, each voxel with its own cell's network: ``u`` is v whitened by the cell's
@@ -22,6 +23,12 @@ from .geometry import block_origin
 
 #: Widest layer (Fourier features included) the kernels' scratch buffers hold.
 MAX_WIDTH = 64
+#: Most layers and parameters per network the training kernels' scratch buffers hold.
+MAX_LAYERS = 8
+MAX_PARAMETERS = 4096
+#: Training samples one CPU thread carries through the whole network at once: long enough for
+#: the sample loops to vectorise, short enough for a tile's activations to stay in L1/L2.
+TILE = 256
 #: Ceiling on the network's log-scale output: exp(S_MAX) keeps decoded values finite.
 S_MAX = 30.0
 ACTIVATIONS = {"sin": 0, "tanh": 1}
@@ -127,6 +134,172 @@ def infer_cuda(block_ids, cell_of_row, nbx, nby, wid, vmin, dv,
             cell_of_row[row], ox + i * dv[0], oy + j * dv[1], oz + k * dv[2],
             mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, a, b,
         )
+
+
+# ---------------------------------------------------------------- training step
+
+
+@register_jitable(fastmath=True)
+def _sincos(z):
+    """sin z and cos z in float32 to ~3e-7, as plain arithmetic the compiler vectorises (libm's
+    scalar calls would dominate a step): reduction to [−π, π], then half-angle Taylor series."""
+    k = np.floor(z * np.float32(0.15915494309189535) + np.float32(0.5))
+    r = (z - k * np.float32(6.28125)) - k * np.float32(0.0019353071795864769)  # 2π in two parts
+    x = r * np.float32(0.5)
+    x2 = x * x
+    s = x * (np.float32(1.0) + x2 * (np.float32(-1 / 6) + x2 * (np.float32(1 / 120) + x2 * (
+        np.float32(-1 / 5040) + x2 * (np.float32(1 / 362880) + x2 * np.float32(-1 / 39916800))))))
+    c = np.float32(1.0) + x2 * (np.float32(-0.5) + x2 * (np.float32(1 / 24) + x2 * (np.float32(-1 / 720) + x2 * (
+        np.float32(1 / 40320) + x2 * (np.float32(-1 / 3628800) + x2 * np.float32(1 / 479001600))))))
+    return np.float32(2.0) * s * c, c * c - s * s
+
+
+@register_jitable(fastmath=True)
+def _train_tile(c, start, count, theta, inputs, base, target, weight, norm, dims, activation,
+                act, slope, delta, back, gradient):
+    """Forward and backward pass of cell ``c``'s network over its samples ``start`` to
+    ``start + count``: adds their gradient to ``gradient`` (P,) and returns their share of the
+    loss numerator Σ w (g − f)². ``act``, ``slope`` (MAX_LAYERS, MAX_WIDTH, ≥ count) and
+    ``delta``, ``back`` (MAX_WIDTH, ≥ count) are scratch; every inner loop runs over the samples."""
+    layers = len(dims) - 1
+    for t in range(count):
+        for i in range(dims[0]):
+            act[0, i, t] = inputs[c, start + t, i]
+    partial = np.float32(0.0)
+    p = 0
+    for layer in range(layers):
+        d_in = dims[layer]
+        d_out = dims[layer + 1]
+        for o in range(d_out):  # pre-activations go to delta, free until the backward pass
+            bias = theta[c, p + d_in * d_out + o]
+            for t in range(count):
+                delta[o, t] = bias
+            i = 0
+            while i + 4 <= d_in:  # four inputs per pass: one load and store of z per four products
+                w0 = theta[c, p + i * d_out + o]
+                w1 = theta[c, p + (i + 1) * d_out + o]
+                w2 = theta[c, p + (i + 2) * d_out + o]
+                w3 = theta[c, p + (i + 3) * d_out + o]
+                for t in range(count):
+                    delta[o, t] += (w0 * act[layer, i, t] + w1 * act[layer, i + 1, t]
+                                    + w2 * act[layer, i + 2, t] + w3 * act[layer, i + 3, t])
+                i += 4
+            for i in range(i, d_in):
+                w = theta[c, p + i * d_out + o]
+                for t in range(count):
+                    delta[o, t] += w * act[layer, i, t]
+            if layer < layers - 1 and activation == 0:
+                for t in range(count):
+                    act[layer + 1, o, t], slope[layer + 1, o, t] = _sincos(delta[o, t])
+            elif layer < layers - 1:
+                for t in range(count):
+                    a = math.tanh(delta[o, t])
+                    act[layer + 1, o, t] = a
+                    slope[layer + 1, o, t] = np.float32(1.0) - a * a
+        p += d_in * d_out + d_out
+    for t in range(count):  # the output s(u): g = base·exp(s), squared error in linear space
+        s = delta[0, t]
+        g = base[c, start + t] * math.exp(min(s, np.float32(S_MAX)))
+        wr = weight[c, start + t] * (g - target[c, start + t])
+        partial += wr * (g - target[c, start + t])
+        delta[0, t] = np.float32(2.0) * wr * g / norm[c] if s <= S_MAX else np.float32(0.0)
+    for layer in range(layers - 1, -1, -1):
+        d_in = dims[layer]
+        d_out = dims[layer + 1]
+        p -= d_in * d_out + d_out
+        for i in range(d_in):
+            o = 0
+            while o + 4 <= d_out:  # four outputs per pass: one load of the activation per four products
+                t0 = t1 = t2 = t3 = np.float32(0.0)
+                for t in range(count):
+                    a = act[layer, i, t]
+                    t0 += a * delta[o, t]
+                    t1 += a * delta[o + 1, t]
+                    t2 += a * delta[o + 2, t]
+                    t3 += a * delta[o + 3, t]
+                row = p + i * d_out + o
+                gradient[row] += t0
+                gradient[row + 1] += t1
+                gradient[row + 2] += t2
+                gradient[row + 3] += t3
+                o += 4
+            for o in range(o, d_out):
+                total = np.float32(0.0)
+                for t in range(count):
+                    total += act[layer, i, t] * delta[o, t]
+                gradient[p + i * d_out + o] += total
+        for o in range(d_out):
+            total = np.float32(0.0)
+            for t in range(count):
+                total += delta[o, t]
+            gradient[p + d_in * d_out + o] += total
+        if layer:
+            for i in range(d_in):
+                for t in range(count):
+                    back[i, t] = 0.0
+                o = 0
+                while o + 4 <= d_out:
+                    w0 = theta[c, p + i * d_out + o]
+                    w1 = theta[c, p + i * d_out + o + 1]
+                    w2 = theta[c, p + i * d_out + o + 2]
+                    w3 = theta[c, p + i * d_out + o + 3]
+                    for t in range(count):
+                        back[i, t] += w0 * delta[o, t] + w1 * delta[o + 1, t] + w2 * delta[o + 2, t] + w3 * delta[o + 3, t]
+                    o += 4
+                for o in range(o, d_out):
+                    w = theta[c, p + i * d_out + o]
+                    for t in range(count):
+                        back[i, t] += w * delta[o, t]
+            for i in range(d_in):
+                for t in range(count):
+                    delta[i, t] = back[i, t] * slope[layer, i, t]
+    return partial
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def train_step_cpu(theta, inputs, base, target, weight, norm, dims, activation, gradient, loss):
+    """CPU twin: cells in parallel, each in tiles of TILE samples. ``theta`` (cells, P) and the
+    float32 data as in :func:`_train_tile` with ``inputs`` (cells, M, d_in) and ``base``,
+    ``target``, ``weight`` (cells, M); ``norm`` (cells,) is Σ w f². Writes ``gradient`` (cells, P)
+    and ``loss`` (cells,): Σ w (g − f)² / Σ w f²."""
+    cells, samples = base.shape
+    for c in numba.prange(cells):
+        act = np.zeros((MAX_LAYERS, MAX_WIDTH, TILE), np.float32)
+        slope = np.zeros((MAX_LAYERS, MAX_WIDTH, TILE), np.float32)
+        delta = np.zeros((MAX_WIDTH, TILE), np.float32)
+        back = np.zeros((MAX_WIDTH, TILE), np.float32)
+        row = np.zeros(gradient.shape[1], np.float32)
+        partial = np.float32(0.0)
+        for start in range(0, samples, TILE):
+            partial += _train_tile(c, start, min(TILE, samples - start), theta, inputs, base, target, weight, norm,
+                                   dims, activation, act, slope, delta, back, row)
+        gradient[c] = row
+        loss[c] = partial / norm[c]
+
+
+@cuda.jit(fastmath=True)
+def train_step_cuda(theta, inputs, base, target, weight, norm, dims, activation, gradient, loss):
+    """CUDA twin: one thread per (cell, sample), adding its share atomically; ``gradient`` and
+    ``loss`` must start at zero."""
+    index = cuda.grid(1)
+    cells, samples = base.shape
+    if index < cells * samples:
+        c = index // samples
+        act = cuda.local.array((MAX_LAYERS, MAX_WIDTH, 1), numba.float32)
+        slope = cuda.local.array((MAX_LAYERS, MAX_WIDTH, 1), numba.float32)
+        delta = cuda.local.array((MAX_WIDTH, 1), numba.float32)
+        back = cuda.local.array((MAX_WIDTH, 1), numba.float32)
+        row = cuda.local.array(MAX_PARAMETERS, numba.float32)
+        for q in range(gradient.shape[1]):
+            row[q] = 0.0
+        partial = _train_tile(c, index % samples, 1, theta, inputs, base, target, weight, norm, dims, activation,
+                              act, slope, delta, back, row)
+        cuda.atomic.add(loss, c, partial / norm[c])
+        for q in range(gradient.shape[1]):
+            cuda.atomic.add(gradient, (c, q), row[q])
+
+
+# ---------------------------------------------------------------- Adam
 
 
 @register_jitable

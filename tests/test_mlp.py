@@ -72,6 +72,11 @@ def test_architecture_layout_and_limits():
         Architecture(fourier=40)
     with pytest.raises(ValueError, match="activation"):
         Architecture(activation="relu")
+    with pytest.raises(ValueError, match="parameters"):
+        Architecture(width=64, hidden_layers=2)
+    with pytest.raises(ValueError, match="hidden layers"):
+        Architecture(width=4, hidden_layers=8)
+    assert Architecture(width=4, hidden_layers=7).parameter_count < 4096
 
 
 def test_quantization_round_trip():
@@ -131,6 +136,59 @@ def test_inference_cuda_twin_matches_cpu_twin():
     launch_per_item(kernel.infer_cuda, cpu.size, *args, gpu, threads=64)
     assert np.all(cpu > 0)
     np.testing.assert_allclose(gpu, cpu, rtol=1e-12)
+
+
+def training_data(arch: Architecture, cells: int, samples: int, seed: int = 4):
+    """Random float32 parameters and training arrays."""
+    rng = np.random.default_rng(seed)
+    inputs = arch.features(rng.normal(size=(cells, samples, 3)))
+    base, target = rng.random((2, cells, samples), dtype=np.float32)
+    weight = rng.random((cells, samples), dtype=np.float32) + 0.5
+    theta = rng.normal(0, 0.5, (cells, arch.parameter_count)).astype(np.float32)
+    return theta, (inputs, base, target, weight)
+
+
+def clip_only_the_first_sample(arch: Architecture, theta, data) -> None:
+    """Reorder each cell's samples and shift its output bias so that only sample 0's s exceeds S_MAX."""
+    s = log_ratio(arch, theta.astype(np.float64), data[0].astype(np.float64))[0]
+    for c in range(len(theta)):
+        order = np.argsort(s[c])[::-1]
+        for array in data:
+            array[c] = array[c, order]
+        gap = s[c, order[0]] - s[c, order[1]]
+        assert gap > 1e-3  # well above float32 rounding
+        theta[c, arch.layers[-1][1]] += kernel.S_MAX + gap / 2 - s[c, order[0]]
+
+
+@pytest.mark.parametrize("arch", [Architecture(), Architecture(fourier=0, width=8, hidden_layers=3, activation="tanh")])
+def test_fused_training_kernel_matches_the_float64_reference(arch):
+    theta, data = training_data(arch, cells=3, samples=600)  # tiles of 256, 256 and 88
+    loss, grad = engine.step_gradient(arch, theta, data, fused=True)
+    reference_loss, reference_grad = loss_and_gradient(arch, theta.astype(np.float64), *(a.astype(np.float64) for a in data))
+    np.testing.assert_allclose(loss, reference_loss, rtol=2e-5)
+    np.testing.assert_allclose(grad, reference_grad, rtol=0, atol=2e-5 * np.abs(reference_grad).max())
+    gemm_loss, gemm_grad = engine.step_gradient(arch, theta, data, fused=False)
+    np.testing.assert_allclose(gemm_loss, reference_loss, rtol=2e-5)
+
+
+def test_fused_training_kernel_cuda_twin_matches_cpu_twin_and_stops_clipped_gradients():
+    arch = Architecture(fourier=2, width=4)
+    theta, data = training_data(arch, cells=2, samples=5)
+    clip_only_the_first_sample(arch, theta, data)
+    inputs, base, target, weight = data
+    norm = (weight * target * target).sum(axis=1)
+    args = (theta, inputs, base, target, weight, norm, np.array(arch.dims, np.int64), 0)
+    results = [(np.zeros_like(theta), np.zeros(2, np.float32)) for _ in range(2)]
+    kernel.train_step_cpu(*args, *results[0])
+    launch_per_item(kernel.train_step_cuda, base.size, *args, *results[1], threads=4)
+    for gpu, cpu in zip(results[1], results[0]):
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-5, atol=1e-6 * np.abs(cpu).max())
+    # sample 0's output is clipped: dropping it changes the loss but not the gradient
+    rest = (theta, inputs[:, 1:], base[:, 1:], target[:, 1:], weight[:, 1:], norm, *args[6:])
+    without = (np.zeros_like(theta), np.zeros(2, np.float32))
+    kernel.train_step_cpu(*rest, *without)
+    np.testing.assert_allclose(without[0], results[0][0], rtol=1e-5, atol=1e-7 * np.abs(results[0][0]).max())
+    assert np.all(results[0][1] > without[1])
 
 
 def test_adam_cuda_twin_matches_cpu_twin_and_the_textbook_update():

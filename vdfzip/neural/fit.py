@@ -3,8 +3,14 @@
 Each cell gets a fixed training sample of ``samples`` voxels drawn with replacement, a share
 ``importance`` of them with probability ∝ f (the voxels that carry the L2 norm) and the rest
 uniformly, with weights 1/p so the loss stays an unbiased estimate of the cell's rel L2². Equal
-sample counts make the batch rectangular whatever the cells' sizes, so training is a sequence of
-batched matmuls over ``(cells, samples, width)`` arrays, never a loop over cells.
+sample counts make the batch rectangular whatever the cells' sizes, so a step is one launch over
+``(cells, samples)`` arrays, never a loop over cells.
+
+A step's loss and gradient come from the fused training kernel of ``kernels/mlp.py`` (on CPU:
+cells in parallel, samples in tiles that stay in cache; 4× faster than numpy's batched GEMMs on
+the 2-core dev machine, ``bench/RESULTS-mlp-fit.md``) or from the batched-GEMM statement of
+:func:`~vdfzip.neural.network.loss_and_gradient` (cuBLAS on GPU, the default there until a
+bench on a GPU has measured the fused CUDA twin against it).
 
 Adam with a cosine-decayed rate runs full-batch on the samples; every ``check_every`` steps the
 cells whose estimate is below their goal leave the active set (early stop), so late steps cost
@@ -29,9 +35,9 @@ from ..kernels import mlp as kernel
 from ..kernels.launch import launch_per_item
 from .network import Architecture, dequantize, loss_and_gradient, quantize
 
-#: numpy's elementwise work (the sines dominate a step) runs on one core, so on CPU the cells
-#: are split into one slice per thread, each with one BLAS thread; as many threads as the numba
-#: kernels use (``NUMBA_NUM_THREADS``, by default the core count).
+#: In the GEMM path on CPU numpy's elementwise work (the sines dominate a step) runs on one core,
+#: so the cells are split into one slice per thread, each with one BLAS thread; as many threads
+#: as the numba kernels use (``NUMBA_NUM_THREADS``, by default the core count).
 _WORKERS = numba.config.NUMBA_NUM_THREADS
 _POOL = ThreadPoolExecutor(_WORKERS) if _WORKERS > 1 else None
 _BLAS = ThreadpoolController()
@@ -77,14 +83,17 @@ def training_sample(values: np.ndarray, samples: int, importance: float, rng: np
     return index, 1.0 / (n * p[index])
 
 
-def fit(arch: Architecture, inputs, base, target, weight, goal, schedule: Schedule, xp=np, initial=None) -> FitResult:
+def fit(arch: Architecture, inputs, base, target, weight, goal, schedule: Schedule, xp=np, initial=None,
+        fused: bool | None = None) -> FitResult:
     """Train one network per cell until its estimated rel L2 ≤ ``goal`` (cells,) or the steps run
     out, then fine-tune every cell on its quantized weights.
 
-    ``inputs`` (cells, M, d_in) are the features of the training voxels, ``base``, ``target``
-    and ``weight`` (cells, M) the base, f and the importance weights there. ``initial``
-    (cells, P) warm-starts from earlier networks (the previous restart's, a neighbour's).
+    ``inputs`` (cells, M, d_in) are the float32 features of the training voxels, ``base``,
+    ``target`` and ``weight`` (cells, M) the base, f and the importance weights there.
+    ``initial`` (cells, P) warm-starts from earlier networks (the previous restart's, a
+    neighbour's). ``fused`` picks the fused kernel or the GEMM path (None: fused on CPU only).
     """
+    fused = xp is np if fused is None else fused
     cells = inputs.shape[0]
     data = (inputs, base, target, weight)
     rng = np.random.default_rng(schedule.seed)
@@ -93,7 +102,7 @@ def fit(arch: Architecture, inputs, base, target, weight, goal, schedule: Schedu
     trained = np.zeros(cells, dtype=np.int64)
     active, batch, state, history = np.arange(cells), data, _Adam(theta, xp), []
     for step in range(1, schedule.max_steps + 1):
-        loss, grad = step_gradient(arch, state.theta, batch, xp)
+        loss, grad = step_gradient(arch, state.theta, batch, xp, fused)
         state.update(grad, cosine_rate(step, schedule))
         trained[active] = step
         if step % schedule.check_every and step < schedule.max_steps:
@@ -114,16 +123,19 @@ def fit(arch: Architecture, inputs, base, target, weight, goal, schedule: Schedu
     state = _Adam(theta, xp)
     for _ in range(schedule.quantized_steps):
         rounded = dequantize(arch, *quantize(arch, state.theta, schedule.bits, xp), xp)
-        _, grad = step_gradient(arch, rounded, data, xp)
+        _, grad = step_gradient(arch, rounded, data, xp, fused)
         state.update(grad, schedule.final_rate)
     codes, steps = quantize(arch, state.theta, schedule.bits, xp)
-    loss, _ = step_gradient(arch, dequantize(arch, codes, steps, xp), data, xp)
+    loss, _ = step_gradient(arch, dequantize(arch, codes, steps, xp), data, xp, fused)
     ready = xp.cuda.get_current_stream().record() if xp is not np else None
     return FitResult(_host(codes), _host(steps), np.sqrt(_host(loss)), trained, ready)
 
 
-def step_gradient(arch: Architecture, theta, data, xp=np):
-    """:func:`loss_and_gradient` of all cells; on CPU, slices of cells on all cores at once."""
+def step_gradient(arch: Architecture, theta, data, xp=np, fused: bool = True):
+    """Per cell the loss Σ w (g − f)² / Σ w f² and its gradient (cells, P), from the fused
+    kernel or from :func:`loss_and_gradient` (on CPU, slices of cells on all cores at once)."""
+    if fused:
+        return _fused_step(arch, theta, data, xp)
     cells = theta.shape[0]
     if xp is not np or _POOL is None or cells < 2 * _WORKERS:
         return loss_and_gradient(arch, theta, *data, xp)
@@ -132,6 +144,20 @@ def step_gradient(arch: Architecture, theta, data, xp=np):
     with _BLAS.limit(limits=1, user_api="blas"):
         parts = list(_POOL.map(lambda part: loss_and_gradient(arch, theta[part], *(a[part] for a in data)), slices))
     return np.concatenate([loss for loss, _ in parts]), np.concatenate([grad for _, grad in parts])
+
+
+def _fused_step(arch: Architecture, theta, data, xp):
+    inputs, base, target, weight = data
+    grad = xp.zeros(theta.shape, dtype=xp.float32)
+    loss = xp.zeros(theta.shape[0], dtype=xp.float32)
+    args = (xp.ascontiguousarray(theta, dtype=xp.float32), inputs, base, target, weight,
+            (weight * target * target).sum(axis=1), xp.asarray(arch.dims, dtype=xp.int64),
+            kernel.ACTIVATIONS[arch.activation], grad, loss)
+    if xp is np:
+        kernel.train_step_cpu(*args)
+    else:
+        launch_per_item(kernel.train_step_cuda, base.size, *args)
+    return loss, grad
 
 
 def cosine_rate(step: int, schedule: Schedule) -> float:

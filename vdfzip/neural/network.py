@@ -17,7 +17,7 @@ from functools import cached_property
 
 import numpy as np
 
-from ..kernels.mlp import ACTIVATIONS, MAX_WIDTH, S_MAX
+from ..kernels.mlp import ACTIVATIONS, MAX_LAYERS, MAX_PARAMETERS, MAX_WIDTH, S_MAX
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class Architecture:
             raise ValueError("width and hidden_layers must be ≥ 1 and fourier ≥ 0")
         if max(self.dims) > MAX_WIDTH:
             raise ValueError(f"layers wider than {MAX_WIDTH} (Fourier features count twice) are not supported")
+        if len(self.dims) - 1 > MAX_LAYERS or self.parameter_count > MAX_PARAMETERS:
+            raise ValueError(f"networks of more than {MAX_LAYERS - 1} hidden layers or {MAX_PARAMETERS} parameters "
+                             "are not supported")
 
     @cached_property
     def dims(self) -> tuple[int, ...]:
