@@ -303,20 +303,20 @@ def train_step_cuda(theta, inputs, base, target, weight, norm, dims, activation,
 
 
 @register_jitable
-def _adam(index, theta, grad, m1, m2, rate, beta1, beta2, eps, step):
+def _adam(index, theta, grad, m1, m2, rate, beta1, beta2, eps, correction1, correction2):
+    """One parameter's Adam step; ``correction1``, ``correction2`` are 1 − β1ᵗ and 1 − β2ᵗ."""
     g = grad[index]
     m1[index] = beta1 * m1[index] + (1.0 - beta1) * g
     m2[index] = beta2 * m2[index] + (1.0 - beta2) * g * g
-    corrected1 = m1[index] / (1.0 - beta1**step)
-    corrected2 = m2[index] / (1.0 - beta2**step)
-    theta[index] -= rate * corrected1 / (math.sqrt(corrected2) + eps)
+    theta[index] -= rate * (m1[index] / correction1) / (math.sqrt(m2[index] / correction2) + eps)
 
 
 @numba.njit(parallel=True, cache=True)
 def adam_cpu(theta, grad, m1, m2, rate, beta1, beta2, eps, step):
     """CPU twin: one Adam step in place on flat arrays."""
+    correction1, correction2 = 1.0 - beta1**step, 1.0 - beta2**step
     for index in numba.prange(theta.size):
-        _adam(index, theta, grad, m1, m2, rate, beta1, beta2, eps, step)
+        _adam(index, theta, grad, m1, m2, rate, beta1, beta2, eps, correction1, correction2)
 
 
 @cuda.jit
@@ -324,4 +324,4 @@ def adam_cuda(theta, grad, m1, m2, rate, beta1, beta2, eps, step):
     """CUDA twin: one thread per parameter."""
     index = cuda.grid(1)
     if index < theta.size:
-        _adam(index, theta, grad, m1, m2, rate, beta1, beta2, eps, step)
+        _adam(index, theta, grad, m1, m2, rate, beta1, beta2, eps, 1.0 - beta1**step, 1.0 - beta2**step)
