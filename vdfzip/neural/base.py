@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 #: A second component is kept only if it cuts the base's rel L2 by this factor (it costs 40 bytes).
 SECOND_COMPONENT_GAIN = 0.8
@@ -113,18 +114,18 @@ def _em(velocities: np.ndarray, mass: np.ndarray, components: int) -> Mixture:
     centres = mean + np.outer(np.linspace(-0.5, 0.5, components) if components > 1 else [0.0], axis)
     covariances = np.repeat(covariance[None], components, axis=0)
     shares = np.full(components, 1.0 / components)
-    for _ in range(EM_ITERATIONS if components > 1 else 0):
-        log_density = np.stack([_log_gaussian(velocities, c, s) for c, s in zip(centres, covariances)], axis=1)
-        log_density += np.log(shares)
-        log_density -= log_density.max(axis=1, keepdims=True)
+    for _ in range(EM_ITERATIONS if components > 1 else 0):  # arrays (components, voxels)
+        log_density = np.stack([_log_gaussian(velocities, c, s) for c, s in zip(centres, covariances)])
+        log_density += np.log(shares)[:, None]
+        log_density -= log_density.max(axis=0)
         responsibility = np.exp(log_density)
-        responsibility /= responsibility.sum(axis=1, keepdims=True)
-        owned = weight[:, None] * responsibility
-        shares = owned.sum(axis=0)
+        responsibility /= responsibility.sum(axis=0)
+        owned = weight * responsibility
+        shares = owned.sum(axis=1)
         if np.any(shares < 1e-6):
             raise np.linalg.LinAlgError("an EM component vanished")
-        centres = (owned.T @ velocities) / shares[:, None]
-        covariances = np.stack([_weighted_covariance(velocities, owned[:, k] / shares[k], centres[k])
+        centres = (owned @ velocities) / shares[:, None]
+        covariances = np.stack([_weighted_covariance(velocities, owned[k] / shares[k], centres[k])
                                 for k in range(components)])
     return Mixture(shares, centres, np.linalg.cholesky(covariances))
 
@@ -136,7 +137,7 @@ def _weighted_covariance(velocities: np.ndarray, weight: np.ndarray, mean: np.nd
 
 def _log_gaussian(velocities: np.ndarray, centre: np.ndarray, covariance: np.ndarray) -> np.ndarray:
     cholesky = np.linalg.cholesky(covariance)
-    q = np.linalg.solve(cholesky, (velocities - centre).T)
+    q = solve_triangular(cholesky, (velocities - centre).T, lower=True)
     return -0.5 * np.einsum("in,in->n", q, q) - np.log(np.diag(cholesky)).sum()
 
 
