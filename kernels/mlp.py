@@ -6,6 +6,10 @@ cells at once, each voxel with its own cell's network: ``u`` is v whitened by th
 mixture, ``s`` a small MLP of u (optionally on fixed random Fourier features of u), ``base`` a
 Gaussian mixture. Ragged cells need no padding: every block row knows its cell.
 
+Training and inference share one forward pass over a tile of samples (voxels) in float32: on
+CPU every inner loop runs over the tile so that it vectorises, and the sines come from a
+polynomial (:func:`_sincos`) rather than libm; the CUDA twins run the same code on tiles of one.
+
 A cell's network parameters are one flat row of ``theta``: per layer, the weights (d_in × d_out,
 row-major) and then the biases. ``dims`` lists the layer widths from input to the single output.
 """
@@ -34,109 +38,7 @@ S_MAX = 30.0
 ACTIVATIONS = {"sin": 0, "tanh": 1}
 
 
-@register_jitable
-def _activate(z, activation):
-    return math.sin(z) if activation == 0 else math.tanh(z)
-
-
-@register_jitable
-def _network_output(c, u0, u1, u2, freq, theta, dims, activation, a, b):
-    """s(u) of cell ``c``'s network; ``a`` and ``b`` are scratch rows of MAX_WIDTH."""
-    m = freq.shape[0]
-    if m > 0:
-        for j in range(m):
-            z = freq[j, 0] * u0 + freq[j, 1] * u1 + freq[j, 2] * u2
-            a[j] = math.sin(z)
-            a[m + j] = math.cos(z)
-    else:
-        a[0] = u0
-        a[1] = u1
-        a[2] = u2
-    layers = len(dims) - 1
-    p = 0
-    for layer in range(layers):
-        d_in = dims[layer]
-        d_out = dims[layer + 1]
-        for o in range(d_out):
-            b[o] = theta[c, p + d_in * d_out + o]
-        for i in range(d_in):  # row by row: contiguous weights in the inner loop
-            ai = a[i]
-            row = p + i * d_out
-            for o in range(d_out):
-                b[o] += ai * theta[c, row + o]
-        for o in range(d_out):
-            a[o] = b[o] if layer == layers - 1 else _activate(b[o], activation)
-        p += d_in * d_out + d_out
-    return min(a[0], S_MAX)
-
-
-@register_jitable
-def _voxel_value(c, vx, vy, vz, mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, a, b):
-    """Decoded f at velocity v in cell ``c``."""
-    dx = vx - mean[c, 0]
-    dy = vy - mean[c, 1]
-    dz = vz - mean[c, 2]
-    u0 = whiten[c, 0, 0] * dx + whiten[c, 0, 1] * dy + whiten[c, 0, 2] * dz
-    u1 = whiten[c, 1, 0] * dx + whiten[c, 1, 1] * dy + whiten[c, 1, 2] * dz
-    u2 = whiten[c, 2, 0] * dx + whiten[c, 2, 1] * dy + whiten[c, 2, 2] * dz
-    base = 0.0
-    for k in range(amplitude.shape[1]):
-        if amplitude[c, k] != 0.0:
-            ex = vx - centre[c, k, 0]
-            ey = vy - centre[c, k, 1]
-            ez = vz - centre[c, k, 2]
-            q = 0.0
-            for r in range(3):
-                w = precision[c, k, r, 0] * ex + precision[c, k, r, 1] * ey + precision[c, k, r, 2] * ez
-                q += w * w
-            base += amplitude[c, k] * math.exp(-0.5 * q)
-    if base == 0.0:
-        return 0.0
-    return base * math.exp(_network_output(c, u0, u1, u2, freq, theta, dims, activation, a, b))
-
-
-@numba.njit(parallel=True, cache=True)
-def infer_cpu(block_ids, cell_of_row, nbx, nby, wid, vmin, dv,
-              mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, out):
-    """CPU twin: block rows in parallel; ``out`` is (rows, wid³)."""
-    for row in numba.prange(len(block_ids)):
-        a = np.empty(MAX_WIDTH)
-        b = np.empty(MAX_WIDTH)
-        c = cell_of_row[row]
-        ox, oy, oz = block_origin(block_ids[row], nbx, nby, wid, vmin, dv)
-        n = 0
-        for k in range(wid):
-            for j in range(wid):
-                for i in range(wid):
-                    out[row, n] = _voxel_value(
-                        c, ox + i * dv[0], oy + j * dv[1], oz + k * dv[2],
-                        mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, a, b,
-                    )
-                    n += 1
-
-
-@cuda.jit
-def infer_cuda(block_ids, cell_of_row, nbx, nby, wid, vmin, dv,
-               mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, out):
-    """CUDA twin: one thread per voxel."""
-    index = cuda.grid(1)
-    per_block = wid * wid * wid
-    if index < len(block_ids) * per_block:
-        row = index // per_block
-        n = index % per_block
-        a = cuda.local.array(MAX_WIDTH, numba.float64)
-        b = cuda.local.array(MAX_WIDTH, numba.float64)
-        ox, oy, oz = block_origin(block_ids[row], nbx, nby, wid, vmin, dv)
-        i = n % wid
-        j = (n // wid) % wid
-        k = n // (wid * wid)
-        out[row, n] = _voxel_value(
-            cell_of_row[row], ox + i * dv[0], oy + j * dv[1], oz + k * dv[2],
-            mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, a, b,
-        )
-
-
-# ---------------------------------------------------------------- training step
+# ---------------------------------------------------------------- the network
 
 
 @register_jitable(fastmath=True)
@@ -155,25 +57,19 @@ def _sincos(z):
 
 
 @register_jitable(fastmath=True)
-def _train_tile(c, start, count, theta, inputs, base, target, weight, norm, dims, activation,
-                act, slope, delta, back, gradient):
-    """Forward and backward pass of cell ``c``'s network over its samples ``start`` to
-    ``start + count``: adds their gradient to ``gradient`` (P,) and returns their share of the
-    loss numerator Σ w (g − f)². ``act``, ``slope`` (MAX_LAYERS, MAX_WIDTH, ≥ count) and
-    ``delta``, ``back`` (MAX_WIDTH, ≥ count) are scratch; every inner loop runs over the samples."""
+def _forward_tile(c, count, theta, dims, activation, act, slope, z):
+    """s(u) of cell ``c``'s network for ``count`` samples whose inputs are in ``act[0]``: leaves
+    each layer's input in ``act``, the activations' slopes in ``slope`` (both (MAX_LAYERS,
+    MAX_WIDTH, ≥ count)) and s in ``z[0]`` (``z`` (MAX_WIDTH, ≥ count) holds pre-activations)."""
     layers = len(dims) - 1
-    for t in range(count):
-        for i in range(dims[0]):
-            act[0, i, t] = inputs[c, start + t, i]
-    partial = np.float32(0.0)
     p = 0
     for layer in range(layers):
         d_in = dims[layer]
         d_out = dims[layer + 1]
-        for o in range(d_out):  # pre-activations go to delta, free until the backward pass
+        for o in range(d_out):
             bias = theta[c, p + d_in * d_out + o]
             for t in range(count):
-                delta[o, t] = bias
+                z[o, t] = bias
             i = 0
             while i + 4 <= d_in:  # four inputs per pass: one load and store of z per four products
                 w0 = theta[c, p + i * d_out + o]
@@ -181,29 +77,47 @@ def _train_tile(c, start, count, theta, inputs, base, target, weight, norm, dims
                 w2 = theta[c, p + (i + 2) * d_out + o]
                 w3 = theta[c, p + (i + 3) * d_out + o]
                 for t in range(count):
-                    delta[o, t] += (w0 * act[layer, i, t] + w1 * act[layer, i + 1, t]
-                                    + w2 * act[layer, i + 2, t] + w3 * act[layer, i + 3, t])
+                    z[o, t] += (w0 * act[layer, i, t] + w1 * act[layer, i + 1, t]
+                                + w2 * act[layer, i + 2, t] + w3 * act[layer, i + 3, t])
                 i += 4
             for i in range(i, d_in):
                 w = theta[c, p + i * d_out + o]
                 for t in range(count):
-                    delta[o, t] += w * act[layer, i, t]
+                    z[o, t] += w * act[layer, i, t]
             if layer < layers - 1 and activation == 0:
                 for t in range(count):
-                    act[layer + 1, o, t], slope[layer + 1, o, t] = _sincos(delta[o, t])
+                    act[layer + 1, o, t], slope[layer + 1, o, t] = _sincos(z[o, t])
             elif layer < layers - 1:
                 for t in range(count):
-                    a = math.tanh(delta[o, t])
+                    a = math.tanh(z[o, t])
                     act[layer + 1, o, t] = a
                     slope[layer + 1, o, t] = np.float32(1.0) - a * a
         p += d_in * d_out + d_out
+
+
+# ---------------------------------------------------------------- training step
+
+
+@register_jitable(fastmath=True)
+def _train_tile(c, start, count, theta, inputs, base, target, weight, norm, dims, activation,
+                act, slope, delta, back, gradient):
+    """Forward and backward pass of cell ``c``'s network over its samples ``start`` to
+    ``start + count``: adds their gradient to ``gradient`` (P,) and returns their share of the
+    loss numerator Σ w (g − f)². ``act``, ``slope`` (MAX_LAYERS, MAX_WIDTH, ≥ count) and
+    ``delta``, ``back`` (MAX_WIDTH, ≥ count) are scratch; every inner loop runs over the samples."""
+    for t in range(count):
+        for i in range(dims[0]):
+            act[0, i, t] = inputs[c, start + t, i]
+    _forward_tile(c, count, theta, dims, activation, act, slope, delta)
+    partial = np.float32(0.0)
     for t in range(count):  # the output s(u): g = base·exp(s), squared error in linear space
         s = delta[0, t]
         g = base[c, start + t] * math.exp(min(s, np.float32(S_MAX)))
         wr = weight[c, start + t] * (g - target[c, start + t])
         partial += wr * (g - target[c, start + t])
         delta[0, t] = np.float32(2.0) * wr * g / norm[c] if s <= S_MAX else np.float32(0.0)
-    for layer in range(layers - 1, -1, -1):
+    p = theta.shape[1]
+    for layer in range(len(dims) - 2, -1, -1):
         d_in = dims[layer]
         d_out = dims[layer + 1]
         p -= d_in * d_out + d_out
@@ -297,6 +211,83 @@ def train_step_cuda(theta, inputs, base, target, weight, norm, dims, activation,
         cuda.atomic.add(loss, c, partial / norm[c])
         for q in range(gradient.shape[1]):
             cuda.atomic.add(gradient, (c, q), row[q])
+
+
+# ---------------------------------------------------------------- inference
+
+
+@register_jitable(fastmath=True)
+def _infer_voxels(row, start, count, block_ids, cell_of_row, nbx, nby, wid, vmin, dv, mean, whiten, amplitude,
+                  centre, precision, freq, theta, dims, activation, act, slope, z, out):
+    """Decoded f at voxels ``start`` to ``start + count`` of block row ``row`` into ``out[row]``;
+    ``act``, ``slope`` and ``z`` are :func:`_forward_tile`'s scratch."""
+    c = cell_of_row[row]
+    ox, oy, oz = block_origin(block_ids[row], nbx, nby, wid, vmin, dv)
+    for t in range(count):  # whitened velocities u, in z[0:3] until the network runs
+        n = start + t
+        dx = ox + (n % wid) * dv[0] - mean[c, 0]
+        dy = oy + ((n // wid) % wid) * dv[1] - mean[c, 1]
+        dz = oz + (n // (wid * wid)) * dv[2] - mean[c, 2]
+        for r in range(3):
+            z[r, t] = whiten[c, r, 0] * dx + whiten[c, r, 1] * dy + whiten[c, r, 2] * dz
+    m = freq.shape[0]
+    for j in range(m):
+        for t in range(count):
+            phase = freq[j, 0] * z[0, t] + freq[j, 1] * z[1, t] + freq[j, 2] * z[2, t]
+            act[0, j, t], act[0, m + j, t] = _sincos(np.float32(phase))
+    if m == 0:
+        for r in range(3):
+            for t in range(count):
+                act[0, r, t] = z[r, t]
+    _forward_tile(c, count, theta, dims, activation, act, slope, z)
+    for t in range(count):
+        n = start + t
+        vx = ox + (n % wid) * dv[0]
+        vy = oy + ((n // wid) % wid) * dv[1]
+        vz = oz + (n // (wid * wid)) * dv[2]
+        base = 0.0
+        for k in range(amplitude.shape[1]):
+            if amplitude[c, k] != 0.0:
+                ex = vx - centre[c, k, 0]
+                ey = vy - centre[c, k, 1]
+                ez = vz - centre[c, k, 2]
+                q = 0.0
+                for r in range(3):
+                    w = precision[c, k, r, 0] * ex + precision[c, k, r, 1] * ey + precision[c, k, r, 2] * ez
+                    q += w * w
+                base += amplitude[c, k] * math.exp(-0.5 * q)
+        out[row, n] = base * math.exp(min(z[0, t], S_MAX)) if base != 0.0 else 0.0
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True)
+def infer_cpu(block_ids, cell_of_row, nbx, nby, wid, vmin, dv,
+              mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, out):
+    """CPU twin: block rows in parallel, each a tile of wid³ ≤ TILE voxels; ``out`` is (rows, wid³)
+    float64, ``theta`` (cells, P) float32 and the mixture's arrays per cell as in
+    :meth:`vdfzip.neural.base.Mixture.derived`."""
+    rows = len(block_ids)
+    chunks = (rows + 63) // 64
+    for chunk in numba.prange(chunks):  # scratch allocated once per 64 rows
+        act = np.zeros((MAX_LAYERS, MAX_WIDTH, TILE), np.float32)
+        slope = np.zeros((MAX_LAYERS, MAX_WIDTH, TILE), np.float32)
+        z = np.zeros((MAX_WIDTH, TILE), np.float32)
+        for row in range(chunk * 64, min(rows, chunk * 64 + 64)):
+            _infer_voxels(row, 0, wid * wid * wid, block_ids, cell_of_row, nbx, nby, wid, vmin, dv, mean, whiten,
+                          amplitude, centre, precision, freq, theta, dims, activation, act, slope, z, out)
+
+
+@cuda.jit(fastmath=True)
+def infer_cuda(block_ids, cell_of_row, nbx, nby, wid, vmin, dv,
+               mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, out):
+    """CUDA twin: one thread per voxel."""
+    index = cuda.grid(1)
+    per_block = wid * wid * wid
+    if index < len(block_ids) * per_block:
+        act = cuda.local.array((MAX_LAYERS, MAX_WIDTH, 1), numba.float32)
+        slope = cuda.local.array((MAX_LAYERS, MAX_WIDTH, 1), numba.float32)
+        z = cuda.local.array((MAX_WIDTH, 1), numba.float32)
+        _infer_voxels(index // per_block, index % per_block, 1, block_ids, cell_of_row, nbx, nby, wid, vmin, dv,
+                      mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, act, slope, z, out)
 
 
 # ---------------------------------------------------------------- Adam

@@ -103,7 +103,7 @@ def inference_inputs(cells=2):
     mixture = fit_mixture(voxel_velocities(block_ids, MESH).reshape(-1, 3), values.ravel())
     precision, mean, whiten = mixture.derived()
     k = mixture.components
-    theta = rng.normal(0, 0.3, (cells, arch.parameter_count))
+    theta = rng.normal(0, 0.3, (cells, arch.parameter_count)).astype(np.float32)
     rows = np.concatenate([rng.choice(len(block_ids), 3, replace=False) for _ in range(cells)])
     tile = lambda a: np.repeat(a[None], cells, axis=0)  # noqa: E731
     args = (block_ids[rows].astype(np.int64), np.repeat(np.arange(cells), 3), MESH.nblocks[0], MESH.nblocks[1],
@@ -124,8 +124,8 @@ def test_inference_kernel_matches_numpy_reference():
     for row in range(len(block_ids)):
         u = (v[row] - mean) @ whiten.T
         s, _, _ = log_ratio(arch, theta[cell_of_row[row]][None], arch.features(u)[None].astype(np.float64))
-        # the reference's features are float32 (as in training), the kernel's float64
-        np.testing.assert_allclose(out[row], mixture(v[row]) * np.exp(s[0]), rtol=1e-6)
+        # the kernel runs the network in float32 (as training does) with a polynomial sin/cos
+        np.testing.assert_allclose(out[row], mixture(v[row]) * np.exp(s[0]), rtol=1e-5)
 
 
 def test_inference_cuda_twin_matches_cpu_twin():
@@ -135,7 +135,7 @@ def test_inference_cuda_twin_matches_cpu_twin():
     kernel.infer_cpu(*args, cpu)
     launch_per_item(kernel.infer_cuda, cpu.size, *args, gpu, threads=64)
     assert np.all(cpu > 0)
-    np.testing.assert_allclose(gpu, cpu, rtol=1e-12)
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-5)
 
 
 def training_data(arch: Architecture, cells: int, samples: int, seed: int = 4):

@@ -148,7 +148,7 @@ class MlpCodec(Codec):
     def decode_cells(self, payloads, block_ids, mesh):
         arch = self.architecture
         cells = len(payloads)
-        theta = np.zeros((cells, arch.parameter_count))
+        theta = np.zeros((cells, arch.parameter_count), dtype=np.float32)
         mean, whiten = np.zeros((cells, 3)), np.zeros((cells, 3, 3))
         amplitude = np.zeros((cells, _MAX_COMPONENTS))
         centre = np.zeros((cells, _MAX_COMPONENTS, 3))
@@ -169,7 +169,7 @@ class MlpCodec(Codec):
         return out
 
     def _parse(self, payload: bytes) -> tuple[Mixture, np.ndarray]:
-        """The mixture and float64 parameters of one payload."""
+        """The mixture and float32 parameters of one payload."""
         self.check_version(payload)
         arch = self.architecture
         try:
