@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 # the project's torch range does not pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart clean
+.PHONY: demo test test-gpu install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ demo: install
 
 test: install-dev
 	$(BIN)/python -m pytest -q
+
+# on a GPU node: the neural codec's cupy and CUDA paths against the CPU (tests/test_gpu.py)
+test-gpu: install-dev
+	$(BIN)/python -m pip install --quiet -e ".[gpu]"
+	NUMBA_ENABLE_CUDASIM=0 $(BIN)/python -m pytest -q -m gpu
 
 bench-io: install
 	$(BIN)/python bench/io.py --repeat 2 --markdown bench/RESULTS-io.md

@@ -16,6 +16,9 @@ GEMM rate and a naive per-cell torch loop, all measured in one run.
   schedule and early stop, one cell at a time with ``torch.optim.Adam`` (float32, torch's default
   threads), on ``--torch-cells`` cells; no quantization phase (it only flatters torch).
 
+- **CUDA** (when cupy sees a GPU): the same fit on the device, through cuBLAS batched GEMMs and
+  through the fused CUDA kernel.
+
 Every timed section runs after a warm-up (kernel compilation, torch's first step); the engine's
 fit and the torch loop are the fastest of ``--rounds`` runs each, as timings on this shared
 machine vary by up to ±30% from run to run.
@@ -38,6 +41,7 @@ import torch
 from vdfzip import vlasiator
 from vdfzip.codecs import get_codec, relative_l2
 from vdfzip.codecs.mlp import GOAL_SHARE
+from vdfzip.encode import array_namespace
 from vdfzip.neural import fit as engine
 from vdfzip.neural.network import Architecture, dequantize
 
@@ -80,6 +84,28 @@ def best_of(rounds: int, work):
             result = work()
         best = clock if best is None or clock.wall < best.wall else best
     return result, best
+
+
+def cuda_lines(arch: Architecture, stacked, goal, schedule: engine.Schedule, rounds: int) -> list[str]:
+    """The same fit on a GPU, through cuBLAS and through the fused CUDA kernel, when cupy sees one."""
+    xp = array_namespace("auto")
+    if xp is np:
+        return ["CUDA: no GPU was available to this run (cupy missing or no device); not measured."]
+    device = xp.cuda.runtime.getDeviceProperties(xp.cuda.Device().id)["name"].decode()
+    on_device = [xp.asarray(a) for a in stacked]
+    lines = [f"CUDA on {device} (cupy {xp.__version__}), the same {len(goal)} cells:", ""]
+    for name, fused in (("cuBLAS batched GEMMs", False), ("fused CUDA kernel", True)):
+        engine.fit(arch, *on_device, goal, engine.Schedule(max_steps=2, quantized_steps=1), xp, fused=fused)
+
+        def run():
+            result = engine.fit(arch, *on_device, goal, schedule, xp, fused=fused)
+            result.ready.synchronize()
+            return result
+
+        result, clock = best_of(rounds, run)
+        lines.append(f"- {name}: fit {clock.wall:.2f} s wall, {len(goal) / clock.wall:.1f} cells/s, "
+                     f"{result.trained_steps.mean():.0f} steps per cell, median estimate {np.median(result.estimate):.3g}")
+    return lines + [""]
 
 
 def warm_up(codec, batch, mesh) -> None:
@@ -220,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         *[f"| warm start from the {name}: fit | {wall:.1f} s wall, {steps:.0f} steps per cell, "
           f"{met}/{cells} estimates within tol |" for name, (wall, steps, met) in warm.items()],
         "",
-        "CUDA: no GPU was available to this run; the engine's cupy path is untested here.",
+        *cuda_lines(arch, stacked, goal, schedule, args.rounds),
         "",
     ]
     args.out.write_text("\n".join(lines))
