@@ -23,6 +23,7 @@ import numpy as np
 import zstandard
 
 from ..kernels import mlp as kernel
+from ..kernels.launch import launch_per_item
 from ..mesh import voxel_velocities
 from ..neural.base import Mixture, fit_mixture
 from ..neural.fit import Schedule, fit, training_sample
@@ -55,7 +56,7 @@ class _Prepared:
 @register_codec
 class MlpCodec(Codec):
     """Per-cell neural fields; architecture and training options are the constructor's keywords.
-    The fit runs on numpy unless :meth:`fit_on` gives cupy. Encoding is deterministic for a given
+    The fit and inference run on numpy unless :meth:`fit_on` gives cupy. Encoding is deterministic for a given
     batch of cells and seed."""
 
     codec_id = "mlp"
@@ -160,13 +161,17 @@ class MlpCodec(Codec):
             amplitude[c, :k], centre[c, :k] = mixture.amplitude, mixture.centre
         sizes = np.array([len(ids) for ids in block_ids], dtype=np.int64)
         ids = np.concatenate(block_ids).astype(np.int64) if cells else np.zeros(0, np.int64)
-        out = np.empty((len(ids), mesh.cells_per_block))
-        kernel.infer_cpu(
-            ids, np.repeat(np.arange(cells), sizes), *mesh.nblocks[:2], mesh.wid, np.asarray(mesh.vmin, float),
-            np.asarray(mesh.dv, float), mean, whiten, amplitude, centre, precision, arch.frequencies(), theta,
-            np.asarray(arch.dims, np.int64), kernel.ACTIVATIONS[arch.activation], out,
-        )
-        return out
+        args = (ids, np.repeat(np.arange(cells), sizes), *mesh.nblocks[:2], mesh.wid, np.asarray(mesh.vmin, float),
+                np.asarray(mesh.dv, float), mean, whiten, amplitude, centre, precision, arch.frequencies(), theta,
+                np.asarray(arch.dims, np.int64), kernel.ACTIVATIONS[arch.activation])
+        xp = self.xp
+        out = xp.empty((len(ids), mesh.cells_per_block))
+        if xp is np:
+            kernel.infer_cpu(*args, out)
+            return out
+        on_device = [xp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+        launch_per_item(kernel.infer_cuda, out.size, *on_device, out)
+        return out.get()
 
     def _parse(self, payload: bytes) -> tuple[Mixture, np.ndarray]:
         """The mixture and float32 parameters of one payload."""
