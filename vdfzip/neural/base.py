@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 #: A second component is kept only if it cuts the base's rel L2 by this factor (it costs 40 bytes).
 SECOND_COMPONENT_GAIN = 0.8
@@ -65,9 +64,9 @@ class Mixture:
     def shapes(self, velocities: np.ndarray) -> np.ndarray:
         """(N, K) unit-amplitude component values exp(−q/2) at the velocities (N, 3)."""
         precision, _, _ = self.derived()
-        offset = velocities[:, None, :] - self.centre[None]
-        q = np.einsum("kij,nkj->nki", precision, offset)
-        return np.exp(-0.5 * np.einsum("nki,nki->nk", q, q))
+        points = np.asarray(velocities).T
+        q = [p @ (points - c[:, None]) for p, c in zip(precision, self.centre)]
+        return np.exp(-0.5 * np.stack([(qk * qk).sum(axis=0) for qk in q], axis=1))
 
     def __call__(self, velocities: np.ndarray) -> np.ndarray:
         return self.shapes(velocities) @ self.amplitude
@@ -106,16 +105,17 @@ def fit_mixture(velocities: np.ndarray, values: np.ndarray, weight: np.ndarray |
 def _em(velocities: np.ndarray, mass: np.ndarray, components: int) -> Mixture:
     """EM for a Gaussian mixture of the point masses ``mass`` at ``velocities``, started by
     splitting along the principal axis."""
+    points = np.ascontiguousarray(velocities.T)  # (3, voxels): every sum below runs along a row
     weight = mass / mass.sum()
-    mean = weight @ velocities
-    covariance = _weighted_covariance(velocities, weight, mean)
+    mean = points @ weight
+    covariance = _weighted_covariance(points, weight, mean)
     eigenvalues, eigenvectors = np.linalg.eigh(covariance)
     axis = eigenvectors[:, -1] * np.sqrt(eigenvalues[-1])
     centres = mean + np.outer(np.linspace(-0.5, 0.5, components) if components > 1 else [0.0], axis)
     covariances = np.repeat(covariance[None], components, axis=0)
     shares = np.full(components, 1.0 / components)
     for _ in range(EM_ITERATIONS if components > 1 else 0):  # arrays (components, voxels)
-        log_density = np.stack([_log_gaussian(velocities, c, s) for c, s in zip(centres, covariances)])
+        log_density = np.stack([_log_gaussian(points, c, s) for c, s in zip(centres, covariances)])
         log_density += np.log(shares)[:, None]
         log_density -= log_density.max(axis=0)
         responsibility = np.exp(log_density)
@@ -124,21 +124,21 @@ def _em(velocities: np.ndarray, mass: np.ndarray, components: int) -> Mixture:
         shares = owned.sum(axis=1)
         if np.any(shares < 1e-6):
             raise np.linalg.LinAlgError("an EM component vanished")
-        centres = (owned @ velocities) / shares[:, None]
-        covariances = np.stack([_weighted_covariance(velocities, owned[k] / shares[k], centres[k])
+        centres = (owned @ points.T) / shares[:, None]
+        covariances = np.stack([_weighted_covariance(points, owned[k] / shares[k], centres[k])
                                 for k in range(components)])
     return Mixture(shares, centres, np.linalg.cholesky(covariances))
 
 
-def _weighted_covariance(velocities: np.ndarray, weight: np.ndarray, mean: np.ndarray) -> np.ndarray:
-    offset = velocities - mean
-    return (offset * weight[:, None]).T @ offset
+def _weighted_covariance(points: np.ndarray, weight: np.ndarray, mean: np.ndarray) -> np.ndarray:
+    offset = points - mean[:, None]
+    return (offset * weight) @ offset.T
 
 
-def _log_gaussian(velocities: np.ndarray, centre: np.ndarray, covariance: np.ndarray) -> np.ndarray:
+def _log_gaussian(points: np.ndarray, centre: np.ndarray, covariance: np.ndarray) -> np.ndarray:
     cholesky = np.linalg.cholesky(covariance)
-    q = solve_triangular(cholesky, (velocities - centre).T, lower=True)
-    return -0.5 * np.einsum("in,in->n", q, q) - np.log(np.diag(cholesky)).sum()
+    q = np.linalg.inv(cholesky) @ (points - centre[:, None])
+    return -0.5 * (q * q).sum(axis=0) - np.log(np.diag(cholesky)).sum()
 
 
 def _least_squares_amplitudes(mixture: Mixture, velocities: np.ndarray, f: np.ndarray, root: np.ndarray) -> Mixture:
