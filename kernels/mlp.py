@@ -262,18 +262,21 @@ def _infer_voxels(row, start, count, block_ids, cell_of_row, nbx, nby, wid, vmin
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def infer_cpu(block_ids, cell_of_row, nbx, nby, wid, vmin, dv,
               mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, out):
-    """CPU twin: block rows in parallel, each a tile of wid³ ≤ TILE voxels; ``out`` is (rows, wid³)
-    float64, ``theta`` (cells, P) float32 and the mixture's arrays per cell as in
+    """CPU twin: block rows in parallel, each in tiles of at most TILE voxels; ``out`` is
+    (rows, wid³) float64, ``theta`` (cells, P) float32 and the mixture's arrays per cell as in
     :meth:`vdfzip.neural.base.Mixture.derived`."""
     rows = len(block_ids)
+    per_block = wid * wid * wid
     chunks = (rows + 63) // 64
     for chunk in numba.prange(chunks):  # scratch allocated once per 64 rows
         act = np.zeros((MAX_LAYERS, MAX_WIDTH, TILE), np.float32)
         slope = np.zeros((MAX_LAYERS, MAX_WIDTH, TILE), np.float32)
         z = np.zeros((MAX_WIDTH, TILE), np.float32)
         for row in range(chunk * 64, min(rows, chunk * 64 + 64)):
-            _infer_voxels(row, 0, wid * wid * wid, block_ids, cell_of_row, nbx, nby, wid, vmin, dv, mean, whiten,
-                          amplitude, centre, precision, freq, theta, dims, activation, act, slope, z, out)
+            for start in range(0, per_block, TILE):
+                _infer_voxels(row, start, min(TILE, per_block - start), block_ids, cell_of_row, nbx, nby, wid, vmin,
+                              dv, mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, act,
+                              slope, z, out)
 
 
 @cuda.jit(fastmath=True)

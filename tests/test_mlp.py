@@ -18,6 +18,8 @@ from vdfzip.neural.base import Mixture, fit_mixture
 from vdfzip.neural.network import Architecture, dequantize, log_ratio, loss_and_gradient, quantize
 
 MESH = vlasiator.VelocityMesh((12, 12, 12), 4, (-2.4e6, -2.4e6, -2.4e6), (1e5, 1e5, 1e5))
+#: Blocks of 8³ voxels (a Vlasiator build with WID=8): more voxels per block than a kernel tile.
+WIDE_MESH = vlasiator.VelocityMesh((6, 6, 6), 8, (-2.4e6, -2.4e6, -2.4e6), (1e5, 1e5, 1e5))
 FAST = {"samples": 1024, "max_steps": 600, "quantized_steps": 50}
 
 
@@ -95,32 +97,34 @@ def test_quantization_round_trip():
 # ---------------------------------------------------------------- kernels
 
 
-def inference_inputs(cells=2):
+def inference_inputs(cells=2, mesh=MESH):
     """Random but valid per-cell decoding parameters and a few blocks per cell."""
     arch = Architecture(fourier=4, width=8)
     rng = np.random.default_rng(1)
-    block_ids, values, _ = two_beams()
-    mixture = fit_mixture(voxel_velocities(block_ids, MESH).reshape(-1, 3), values.ravel())
+    block_ids, values, _ = two_beams(mesh)
+    mixture = fit_mixture(voxel_velocities(block_ids, mesh).reshape(-1, 3), values.ravel())
     precision, mean, whiten = mixture.derived()
     k = mixture.components
     theta = rng.normal(0, 0.3, (cells, arch.parameter_count)).astype(np.float32)
     rows = np.concatenate([rng.choice(len(block_ids), 3, replace=False) for _ in range(cells)])
     tile = lambda a: np.repeat(a[None], cells, axis=0)  # noqa: E731
-    args = (block_ids[rows].astype(np.int64), np.repeat(np.arange(cells), 3), MESH.nblocks[0], MESH.nblocks[1],
-            MESH.wid, np.array(MESH.vmin), np.array(MESH.dv), tile(mean), tile(whiten), tile(mixture.amplitude),
+    args = (block_ids[rows].astype(np.int64), np.repeat(np.arange(cells), 3), mesh.nblocks[0], mesh.nblocks[1],
+            mesh.wid, np.array(mesh.vmin), np.array(mesh.dv), tile(mean), tile(whiten), tile(mixture.amplitude),
             tile(mixture.centre), tile(precision), arch.frequencies(), theta, np.array(arch.dims, np.int64),
             kernel.ACTIVATIONS[arch.activation])
     assert k >= 1
     return arch, mixture, args
 
 
-def test_inference_kernel_matches_numpy_reference():
-    arch, mixture, args = inference_inputs()
-    out = np.empty((len(args[0]), MESH.cells_per_block))
+@pytest.mark.parametrize("mesh", [MESH, WIDE_MESH], ids=["WID=4", "WID=8"])
+def test_inference_kernel_matches_numpy_reference(mesh):
+    arch, mixture, args = inference_inputs(mesh=mesh)
+    assert (mesh.cells_per_block > kernel.TILE) == (mesh is WIDE_MESH)
+    out = np.empty((len(args[0]), mesh.cells_per_block))
     kernel.infer_cpu(*args, out)
     block_ids, cell_of_row, theta = args[0], args[1], args[13]
     _, mean, whiten = mixture.derived()
-    v = voxel_velocities(block_ids, MESH).reshape(len(block_ids), -1, 3)
+    v = voxel_velocities(block_ids, mesh).reshape(len(block_ids), -1, 3)
     for row in range(len(block_ids)):
         u = (v[row] - mean) @ whiten.T
         s, _, _ = log_ratio(arch, theta[cell_of_row[row]][None], arch.features(u)[None].astype(np.float64))
