@@ -177,11 +177,12 @@ def train_step_cpu(theta, inputs, base, target, weight, norm, dims, activation, 
     ``target``, ``weight`` (cells, M); ``norm`` (cells,) is Σ w f². Writes ``gradient`` (cells, P)
     and ``loss`` (cells,): Σ w (g − f)² / Σ w f²."""
     cells, samples = base.shape
-    for c in numba.prange(cells):
-        act = np.zeros((MAX_LAYERS, MAX_WIDTH, TILE), np.float32)
-        slope = np.zeros((MAX_LAYERS, MAX_WIDTH, TILE), np.float32)
-        delta = np.zeros((MAX_WIDTH, TILE), np.float32)
-        back = np.zeros((MAX_WIDTH, TILE), np.float32)
+    layers, width = len(dims) - 1, max(dims)
+    for c in numba.prange(cells):  # scratch sized to the network (every element is written before it is read)
+        act = np.empty((layers, width, TILE), np.float32)
+        slope = np.empty((layers, width, TILE), np.float32)
+        delta = np.empty((width, TILE), np.float32)
+        back = np.empty((width, TILE), np.float32)
         row = np.zeros(gradient.shape[1], np.float32)
         partial = np.float32(0.0)
         for start in range(0, samples, TILE):
@@ -268,10 +269,11 @@ def infer_cpu(block_ids, cell_of_row, nbx, nby, wid, vmin, dv,
     rows = len(block_ids)
     per_block = wid * wid * wid
     chunks = (rows + 63) // 64
+    layers, width = len(dims) - 1, max(3, max(dims))  # z holds u (3 rows) before the network runs
     for chunk in numba.prange(chunks):  # scratch allocated once per 64 rows
-        act = np.zeros((MAX_LAYERS, MAX_WIDTH, TILE), np.float32)
-        slope = np.zeros((MAX_LAYERS, MAX_WIDTH, TILE), np.float32)
-        z = np.zeros((MAX_WIDTH, TILE), np.float32)
+        act = np.empty((layers, width, TILE), np.float32)
+        slope = np.empty((layers, width, TILE), np.float32)
+        z = np.empty((width, TILE), np.float32)
         for row in range(chunk * 64, min(rows, chunk * 64 + 64)):
             for start in range(0, per_block, TILE):
                 _infer_voxels(row, start, min(TILE, per_block - start), block_ids, cell_of_row, nbx, nby, wid, vmin,
