@@ -7,7 +7,7 @@ sample counts make the batch rectangular whatever the cells' sizes, so a step is
 ``(cells, samples)`` arrays, never a loop over cells.
 
 A step's loss and gradient come from the fused training kernel of ``kernels/mlp.py`` (on CPU:
-cells in parallel, samples in tiles that stay in cache; 4× faster than numpy's batched GEMMs on
+cells in parallel, samples in tiles that stay in cache; 5× faster than numpy's batched GEMMs on
 the 2-core dev machine, ``bench/RESULTS-mlp-fit.md``) or from the batched-GEMM statement of
 :func:`~vdfzip.neural.network.loss_and_gradient` (cuBLAS on GPU, the default there until a
 bench on a GPU has measured the fused CUDA twin against it).
