@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 from numba import cuda
 from numba.extending import register_jitable
 
@@ -21,91 +22,97 @@ HESSIAN = BASIS * (BASIS + 1) // 2
 COLUMNS = BASIS + HESSIAN
 
 
-@register_jitable
-def _exponent_and_basis(vx, vy, vz, center, scale, lam, phi):
-    """Fill ``phi`` with φ(u) of the voxel at velocity v and return λ·φ(u)."""
-    ux = (vx - center[0]) / scale
-    uy = (vy - center[1]) / scale
-    uz = (vz - center[2]) / scale
-    phi[0] = 1.0
-    phi[1] = ux
-    phi[2] = uy
-    phi[3] = uz
-    phi[4] = ux * ux
-    phi[5] = uy * uy
-    phi[6] = uz * uz
-    phi[7] = ux * uy
-    phi[8] = ux * uz
-    phi[9] = uy * uz
-    exponent = 0.0
-    for k in range(BASIS):
-        exponent += lam[k] * phi[k]
-    return exponent
+#: Voxels a pass handles at once (one block of Vlasiator's WID=4); the scratch holds their φ and g·w.
+TILE = 64
+#: Reassociation (so the sums over a tile vectorise) without giving up IEEE infinities and NaNs,
+#: which the Newton iteration's line search relies on.
+_FAST = {"reassoc", "contract"}
 
 
-@register_jitable
-def _cell_pass(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, phis, out, apply):
+@register_jitable(fastmath=_FAST)
+def _cell_pass(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out, apply):
     """One pass over a cell's voxels with w = exp(λ·φ(u)): if ``apply``, write g·w into the
     cell's rows of ``out``; else ``out[cell]`` = Σ g·w·φ (10) then the upper triangle of
-    Σ g·w·φφᵀ (55), row-major."""
-    phi = phis[cell]
+    Σ g·w·φφᵀ (55), row-major. ``tile`` (BASIS + 1, ≥ TILE) is scratch: rows 0–9 the φ of a
+    tile's voxels, row 10 their g·w."""
     center, scale, lam = centers[cell], scales[cell], lams[cell]
+    per_block = wid * wid * wid
     if not apply:
-        acc = out[cell]
         for k in range(COLUMNS):
-            acc[k] = 0.0
+            out[cell, k] = 0.0
     for row in range(offsets[cell], offsets[cell + 1]):
         ox, oy, oz = block_origin(block_ids[row], nbx, nby, wid, vmin, dv)
-        c = 0
-        for k in range(wid):
-            for j in range(wid):
-                for i in range(wid):
-                    g = values[row, c]
-                    c += 1
-                    if g == 0.0:
-                        if apply:
-                            out[row, c - 1] = 0.0
-                        continue
-                    exponent = _exponent_and_basis(ox + i * dv[0], oy + j * dv[1], oz + k * dv[2], center, scale, lam, phi)
-                    gw = g * math.exp(exponent)
-                    if apply:
-                        out[row, c - 1] = gw
-                        continue
-                    position = BASIS
-                    for a in range(BASIS):
-                        gwa = gw * phi[a]
-                        acc[a] += gwa
-                        for b in range(a, BASIS):
-                            acc[position] += gwa * phi[b]
-                            position += 1
+        for start in range(0, per_block, TILE):
+            count = min(TILE, per_block - start)
+            for t in range(count):
+                n = start + t
+                ux = (ox + (n % wid) * dv[0] - center[0]) / scale
+                uy = (oy + ((n // wid) % wid) * dv[1] - center[1]) / scale
+                uz = (oz + (n // (wid * wid)) * dv[2] - center[2]) / scale
+                tile[0, t] = 1.0
+                tile[1, t] = ux
+                tile[2, t] = uy
+                tile[3, t] = uz
+                tile[4, t] = ux * ux
+                tile[5, t] = uy * uy
+                tile[6, t] = uz * uz
+                tile[7, t] = ux * uy
+                tile[8, t] = ux * uz
+                tile[9, t] = uy * uz
+                tile[BASIS, t] = 0.0
+            for k in range(BASIS):  # λ·φ
+                for t in range(count):
+                    tile[BASIS, t] += lam[k] * tile[k, t]
+            for t in range(count):  # libm's exp is a scalar call: kept out of the loops that vectorise
+                g = values[row, start + t]
+                tile[BASIS, t] = g * math.exp(tile[BASIS, t]) if g != 0.0 else 0.0
+            if apply:
+                for t in range(count):
+                    out[row, start + t] = tile[BASIS, t]
+                continue
+            position = BASIS
+            for a in range(BASIS):
+                total = 0.0
+                for t in range(count):
+                    total += tile[BASIS, t] * tile[a, t]
+                out[cell, a] += total
+                for b in range(a, BASIS):
+                    total = 0.0
+                    for t in range(count):
+                        total += tile[BASIS, t] * tile[a, t] * tile[b, t]
+                    out[cell, position] += total
+                    position += 1
 
 
-@numba.njit(parallel=True, cache=True)
-def newton_sums_cpu(cells, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, phis, out):
+@numba.njit(parallel=True, fastmath=_FAST, cache=True)
+def newton_sums_cpu(cells, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out):
     """CPU twin of the Newton sums over the cells listed in ``cells``, in parallel."""
     for i in numba.prange(len(cells)):
-        _cell_pass(cells[i], block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, phis, out, False)
+        tile = np.empty((BASIS + 1, TILE))
+        _cell_pass(cells[i], block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out, False)
 
 
-@numba.njit(parallel=True, cache=True)
-def apply_cpu(block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, phis, out):
+@numba.njit(parallel=True, fastmath=_FAST, cache=True)
+def apply_cpu(block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out):
     """CPU twin of the reweighting: cells in parallel."""
     for cell in numba.prange(len(offsets) - 1):
-        _cell_pass(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, phis, out, True)
+        tile = np.empty((BASIS + 1, TILE))
+        _cell_pass(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out, True)
 
 
-@cuda.jit
-def newton_sums_cuda(cells, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, phis, out):
+@cuda.jit(fastmath=_FAST)
+def newton_sums_cuda(cells, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out):
     """CUDA twin of the Newton sums over the cells listed in ``cells``: one thread per cell."""
     i = cuda.grid(1)
     if i < len(cells):
-        _cell_pass(cells[i], block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, phis, out, False)
+        tile = cuda.local.array((BASIS + 1, TILE), numba.float64)
+        _cell_pass(cells[i], block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out, False)
 
 
-@cuda.jit
-def apply_cuda(block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, phis, out):
+@cuda.jit(fastmath=_FAST)
+def apply_cuda(block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out):
     """CUDA twin of the reweighting: one thread per cell."""
     cell = cuda.grid(1)
     if cell < len(offsets) - 1:
-        _cell_pass(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, phis, out, True)
-
+        tile = cuda.local.array((BASIS + 1, TILE), numba.float64)
+        _cell_pass(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out, True)

@@ -76,7 +76,7 @@ def test_projection_kernels_cuda_twins_match_cpu(restart_small):
     mesh = (p.mesh.nblocks[0], p.mesh.nblocks[1], p.mesh.wid, np.array(p.mesh.vmin), np.array(p.mesh.dv))
     centers, scales = rng.normal(0, 1e5, (2, 3)), np.array([1e5, 2e5])
     lams = rng.normal(0, 0.01, (2, kernel.BASIS))
-    args = (ids, values, offsets, *mesh, centers, scales, lams, np.empty((2, kernel.BASIS)))
+    args = (ids, values, offsets, *mesh, centers, scales, lams)
     cells = np.array([0, 1])
     for cpu_kernel, cuda_kernel, shape, head in (
         (kernel.newton_sums_cpu, kernel.newton_sums_cuda, (2, kernel.COLUMNS), (cells,)),

@@ -68,12 +68,11 @@ class _Problem:
             np.ascontiguousarray(centers, dtype=np.float64),
             np.ascontiguousarray(scales, dtype=np.float64),
         )
-        self.scratch = np.empty((self.cells, kernel.BASIS))
 
     def sums(self, lams: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(Σ g·w·φ, Σ g·w·φφᵀ) at multipliers ``lams`` for the listed ``cells`` (others: 0)."""
         out = np.zeros((self.cells, kernel.COLUMNS))
-        kernel.newton_sums_cpu(cells, *self.args, np.ascontiguousarray(lams), self.scratch, out)
+        kernel.newton_sums_cpu(cells, *self.args, np.ascontiguousarray(lams), out)
         hessian = np.empty((self.cells, kernel.BASIS, kernel.BASIS))
         hessian[:, _UPPER[0], _UPPER[1]] = out[:, kernel.BASIS :]
         hessian[:, _UPPER[1], _UPPER[0]] = out[:, kernel.BASIS :]
@@ -81,7 +80,7 @@ class _Problem:
 
     def apply(self, lams: np.ndarray) -> np.ndarray:
         out = np.empty_like(self.args[1])
-        kernel.apply_cpu(*self.args, np.ascontiguousarray(lams), self.scratch, out)
+        kernel.apply_cpu(*self.args, np.ascontiguousarray(lams), out)
         return out
 
 
