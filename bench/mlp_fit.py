@@ -8,14 +8,15 @@ GEMM rate and a naive per-cell torch loop, all measured in one run.
   once, and the decode that checks every cell over all its voxels; cells/s, core-seconds per
   cell and per 1000 blocks (process CPU time), achieved GFLOP/s from the steps each cell
   actually trained (6 · samples · Σ d_in·d_out per step: forward, weight and input gradients).
-  The fit runs the fused training kernel (the default on CPU); the same fit through numpy's
-  batched GEMMs (``fused=False``, the statement the GPU runs on cuBLAS) is timed beside it.
+  The fit runs the fused training kernel (the default on CPU), also timed alone on one step of
+  all cells (the fit's average rate includes the steps where few cells are left); the same fit
+  through numpy's batched GEMMs (``fused=False``, the statement the GPU runs on cuBLAS) is
+  timed beside it.
 - **Warm start**: the same fit started from each cell's own fitted network (what an unchanged
   cell of the next restart would get) and from its neighbour's (cells in file order).
 - **Naive torch loop**: the same prepared cells, the same network, loss, Adam settings, cosine
   schedule and early stop, one cell at a time with ``torch.optim.Adam`` (float32, torch's default
   threads), on ``--torch-cells`` cells; no quantization phase (it only flatters torch).
-
 - **CUDA** (when cupy sees a GPU): the same fit on the device, through cuBLAS batched GEMMs and
   through the fused CUDA kernel.
 
@@ -179,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     result, fitting = best_of(args.rounds, lambda: engine.fit(arch, *stacked, goal, schedule))
     steps = result.trained_steps.sum() + cells * (schedule.quantized_steps + 1)
     flops = steps * step_flops(arch, schedule.samples)
+    theta = arch.initial(cells, np.random.default_rng(0))
+    _, one_step = best_of(10 * args.rounds, lambda: engine.step_gradient(arch, theta, stacked))
     with Clock() as checking:
         payloads = [codec.payload(q.mixture, result.codes[i], result.steps[i]) for i, q in enumerate(prepared)]
         decoded = codec.decode_cells(payloads, [batch.cell(c)[0] for c in range(cells)], mesh)
@@ -235,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
         f"/ **{total_cpu * 1000 / blocks:.2f}** |",
         f"| engine: achieved GFLOP/s in the fit | {flops / fitting.wall / 1e9:.1f} "
         f"({100 * flops / fitting.wall / 1e9 / gemm_square:.0f}% of the square GEMM rate) |",
+        f"| fused kernel alone: one step of all {cells} cells | {one_step.wall * 1e3:.2f} ms, "
+        f"{cells * step_flops(arch, schedule.samples) / one_step.wall / 1e9:.1f} GFLOP/s "
+        f"({100 * cells * step_flops(arch, schedule.samples) / one_step.wall / 1e9 / gemm_square:.0f}%) |",
         f"| engine: cells within tol {args.tol:g} over all voxels | {(errors <= args.tol).sum()}/{cells} "
         f"(median rel L2 {np.median(errors):.3g}) |",
         f"| naive torch loop: cells/s (wall, {len(chosen)} cells, fit only) | **{len(chosen) / naive.wall:.3f}** |",
