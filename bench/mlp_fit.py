@@ -24,7 +24,8 @@ Every timed section runs after a warm-up (kernel compilation, torch's first step
 fit and the torch loop are the fastest of ``--rounds`` runs each, as timings on this shared
 machine vary by up to ±30% from run to run.
 
-Usage: ``python bench/mlp_fit.py [--tol 3e-2] [--cells 72] [--torch-cells 24] [--rounds 3] [--out bench/RESULTS-mlp-fit.md]``
+Usage: ``python bench/mlp_fit.py [--tol 3e-2] [--cells 72] [--torch-cells 24] [--rounds 3]
+[--out bench/RESULTS-mlp-fit.md]``
 """
 
 from __future__ import annotations
@@ -105,14 +106,16 @@ def cuda_lines(arch: Architecture, stacked, goal, schedule: engine.Schedule, rou
 
         result, clock = best_of(rounds, run)
         lines.append(f"- {name}: fit {clock.wall:.2f} s wall, {len(goal) / clock.wall:.1f} cells/s, "
-                     f"{result.trained_steps.mean():.0f} steps per cell, median estimate {np.median(result.estimate):.3g}")
+                     f"{result.trained_steps.mean():.0f} steps per cell, "
+                     f"median estimate {np.median(result.estimate):.3g}")
     return lines + [""]
 
 
 def warm_up(codec, batch, mesh) -> None:
     """One-off costs outside the timed sections: compiling the numba kernels (cached on disk after
     the first run) and torch's first forward/backward/Adam step (about a second here)."""
-    codec.decode_cells(list(codec.fit_cells(batch, [0, 1], mesh, 0.5).values()), [batch.cell(c)[0] for c in (0, 1)], mesh)
+    payloads = codec.fit_cells(batch, [0, 1], mesh, 0.5)
+    codec.decode_cells(list(payloads.values()), [batch.cell(c)[0] for c in (0, 1)], mesh)
     prepared = [codec.prepare_cell(batch, c, mesh, np.random.default_rng(0)) for c in (0, 1)]
     stacked = [np.stack([getattr(q, n) for q in prepared]) for n in ("inputs", "base", "target", "weight")]
     short = engine.Schedule(max_steps=2, quantized_steps=1)

@@ -158,7 +158,8 @@ def _train_tile(c, start, count, theta, inputs, base, target, weight, norm, dims
                     w2 = theta[c, p + i * d_out + o + 2]
                     w3 = theta[c, p + i * d_out + o + 3]
                     for t in range(count):
-                        back[i, t] += w0 * delta[o, t] + w1 * delta[o + 1, t] + w2 * delta[o + 2, t] + w3 * delta[o + 3, t]
+                        back[i, t] += (w0 * delta[o, t] + w1 * delta[o + 1, t]
+                                       + w2 * delta[o + 2, t] + w3 * delta[o + 3, t])
                     o += 4
                 for o in range(o, d_out):
                     w = theta[c, p + i * d_out + o]

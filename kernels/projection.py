@@ -89,7 +89,8 @@ def newton_sums_cpu(cells, block_ids, values, offsets, nbx, nby, wid, vmin, dv, 
     """CPU twin of the Newton sums over the cells listed in ``cells``, in parallel."""
     for i in numba.prange(len(cells)):
         tile = np.empty((BASIS + 1, TILE))
-        _cell_pass(cells[i], block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out, False)
+        _cell_pass(cells[i], block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out,
+                   False)
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
@@ -106,7 +107,8 @@ def newton_sums_cuda(cells, block_ids, values, offsets, nbx, nby, wid, vmin, dv,
     i = cuda.grid(1)
     if i < len(cells):
         tile = cuda.local.array((BASIS + 1, TILE), numba.float64)
-        _cell_pass(cells[i], block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out, False)
+        _cell_pass(cells[i], block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out,
+                   False)
 
 
 @cuda.jit(fastmath=_FAST)

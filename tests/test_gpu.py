@@ -53,7 +53,8 @@ def test_inference_on_the_gpu_matches_the_cpu(cupy):
     cpu = np.empty((len(args[0]), 64))
     kernel.infer_cpu(*args, cpu)
     gpu = cupy.zeros(cpu.shape)
-    launch_per_item(kernel.infer_cuda, cpu.size, *[cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in args], gpu)
+    on_device = [cupy.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+    launch_per_item(kernel.infer_cuda, cpu.size, *on_device, gpu)
     np.testing.assert_allclose(gpu.get(), cpu, rtol=1e-5)
 
 

@@ -168,7 +168,8 @@ def clip_only_the_first_sample(arch: Architecture, theta, data) -> None:
 def test_fused_training_kernel_matches_the_float64_reference(arch):
     theta, data = training_data(arch, cells=3, samples=600)  # tiles of 256, 256 and 88
     loss, grad = engine.step_gradient(arch, theta, data, fused=True)
-    reference_loss, reference_grad = loss_and_gradient(arch, theta.astype(np.float64), *(a.astype(np.float64) for a in data))
+    in_float64 = [a.astype(np.float64) for a in data]
+    reference_loss, reference_grad = loss_and_gradient(arch, theta.astype(np.float64), *in_float64)
     np.testing.assert_allclose(loss, reference_loss, rtol=2e-5)
     np.testing.assert_allclose(grad, reference_grad, rtol=0, atol=2e-5 * np.abs(reference_grad).max())
     gemm_loss, gemm_grad = engine.step_gradient(arch, theta, data, fused=False)

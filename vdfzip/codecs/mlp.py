@@ -56,8 +56,8 @@ class _Prepared:
 @register_codec
 class MlpCodec(Codec):
     """Per-cell neural fields; architecture and training options are the constructor's keywords.
-    The fit and inference run on numpy unless :meth:`fit_on` gives cupy. Encoding is deterministic for a given
-    batch of cells and seed."""
+    The fit and inference run on numpy unless :meth:`fit_on` gives cupy. Encoding is
+    deterministic for a given batch of cells and seed."""
 
     codec_id = "mlp"
     version = 1
