@@ -23,7 +23,7 @@ import numpy as np
 from numba import cuda
 from numba.extending import register_jitable
 
-from .geometry import block_origin
+from .geometry import block_origin, voxel_velocity
 
 #: Widest layer (Fourier features included) the kernels' scratch buffers hold.
 MAX_WIDTH = 64
@@ -59,8 +59,9 @@ def _sincos(z):
 @register_jitable(fastmath=True)
 def _forward_tile(c, count, theta, dims, activation, act, slope, z):
     """s(u) of cell ``c``'s network for ``count`` samples whose inputs are in ``act[0]``: leaves
-    each layer's input in ``act``, the activations' slopes in ``slope`` (both (MAX_LAYERS,
-    MAX_WIDTH, ≥ count)) and s in ``z[0]`` (``z`` (MAX_WIDTH, ≥ count) holds pre-activations)."""
+    each layer's input in ``act``, the activations' slopes in ``slope`` (both (≥ layers, ≥ the
+    widest layer, ≥ count)) and s in ``z[0]`` (``z`` (≥ the widest layer, ≥ count) holds
+    pre-activations)."""
     layers = len(dims) - 1
     p = 0
     for layer in range(layers):
@@ -103,8 +104,9 @@ def _train_tile(c, start, count, theta, inputs, base, target, weight, norm, dims
                 act, slope, delta, back, gradient):
     """Forward and backward pass of cell ``c``'s network over its samples ``start`` to
     ``start + count``: adds their gradient to ``gradient`` (P,) and returns their share of the
-    loss numerator Σ w (g − f)². ``act``, ``slope`` (MAX_LAYERS, MAX_WIDTH, ≥ count) and
-    ``delta``, ``back`` (MAX_WIDTH, ≥ count) are scratch; every inner loop runs over the samples."""
+    loss numerator Σ w (g − f)². ``act``, ``slope`` and ``delta`` are :func:`_forward_tile`'s
+    scratch (``delta`` as its ``z``), ``back`` another (≥ the widest layer, ≥ count); every inner
+    loop runs over the samples."""
     for t in range(count):
         for i in range(dims[0]):
             act[0, i, t] = inputs[c, start + t, i]
@@ -226,10 +228,8 @@ def _infer_voxels(row, start, count, block_ids, cell_of_row, nbx, nby, wid, vmin
     c = cell_of_row[row]
     ox, oy, oz = block_origin(block_ids[row], nbx, nby, wid, vmin, dv)
     for t in range(count):  # whitened velocities u, in z[0:3] until the network runs
-        n = start + t
-        dx = ox + (n % wid) * dv[0] - mean[c, 0]
-        dy = oy + ((n // wid) % wid) * dv[1] - mean[c, 1]
-        dz = oz + (n // (wid * wid)) * dv[2] - mean[c, 2]
+        vx, vy, vz = voxel_velocity(start + t, ox, oy, oz, wid, dv)
+        dx, dy, dz = vx - mean[c, 0], vy - mean[c, 1], vz - mean[c, 2]
         for r in range(3):
             z[r, t] = whiten[c, r, 0] * dx + whiten[c, r, 1] * dy + whiten[c, r, 2] * dz
     m = freq.shape[0]
@@ -243,10 +243,7 @@ def _infer_voxels(row, start, count, block_ids, cell_of_row, nbx, nby, wid, vmin
                 act[0, r, t] = z[r, t]
     _forward_tile(c, count, theta, dims, activation, act, slope, z)
     for t in range(count):
-        n = start + t
-        vx = ox + (n % wid) * dv[0]
-        vy = oy + ((n // wid) % wid) * dv[1]
-        vz = oz + (n // (wid * wid)) * dv[2]
+        vx, vy, vz = voxel_velocity(start + t, ox, oy, oz, wid, dv)
         base = 0.0
         for k in range(amplitude.shape[1]):
             if amplitude[c, k] != 0.0:
@@ -258,7 +255,7 @@ def _infer_voxels(row, start, count, block_ids, cell_of_row, nbx, nby, wid, vmin
                     w = precision[c, k, r, 0] * ex + precision[c, k, r, 1] * ey + precision[c, k, r, 2] * ez
                     q += w * w
                 base += amplitude[c, k] * math.exp(-0.5 * q)
-        out[row, n] = base * math.exp(min(z[0, t], S_MAX)) if base != 0.0 else 0.0
+        out[row, start + t] = base * math.exp(min(z[0, t], S_MAX)) if base != 0.0 else 0.0
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)

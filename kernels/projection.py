@@ -15,7 +15,7 @@ import numpy as np
 from numba import cuda
 from numba.extending import register_jitable
 
-from .geometry import block_origin
+from .geometry import block_origin, voxel_velocity
 
 BASIS = 10
 HESSIAN = BASIS * (BASIS + 1) // 2
@@ -45,10 +45,10 @@ def _cell_pass(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, center
         for start in range(0, per_block, TILE):
             count = min(TILE, per_block - start)
             for t in range(count):
-                n = start + t
-                ux = (ox + (n % wid) * dv[0] - center[0]) / scale
-                uy = (oy + ((n // wid) % wid) * dv[1] - center[1]) / scale
-                uz = (oz + (n // (wid * wid)) * dv[2] - center[2]) / scale
+                vx, vy, vz = voxel_velocity(start + t, ox, oy, oz, wid, dv)
+                ux = (vx - center[0]) / scale
+                uy = (vy - center[1]) / scale
+                uz = (vz - center[2]) / scale
                 tile[0, t] = 1.0
                 tile[1, t] = ux
                 tile[2, t] = uy
