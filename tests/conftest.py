@@ -34,3 +34,12 @@ def fullf() -> Path:
 @pytest.fixture
 def restart_small() -> Path:
     return shared_file("restart_ipshock_small.vlsv")
+
+
+def by_block_id(batch):
+    """A batch's values with every cell's rows sorted by block id: two batches of the same cells
+    and block sets compare row by row whatever order each lists its blocks in."""
+    import numpy as np
+
+    rows = [batch.offsets[i] + np.argsort(batch.cell(i)[0]) for i in range(len(batch))]
+    return np.asarray(batch.values)[np.concatenate(rows)] if rows else np.asarray(batch.values)

@@ -338,7 +338,7 @@ def test_encode_pipeline_with_the_mlp_chain_round_trips(tmp_path):
     summary = encode_file(source, tol=3e-2, method="mlp,octree", populations=["proton"], progress=False)
     assert summary["populations"]["proton"]["methods"].get("mlp", 0) >= 2
     report = verify_files(source, decode_file(summary["output"], progress=False))
-    assert report["blocks_identical"] and report["non_vdf_identical"]
+    assert report["block_sets_identical"] and report["non_vdf_identical"]
     proton = report["populations"]["proton"]
     assert proton["rel_l2"]["max"] <= 3e-2 and proton["negative_values"] == 0
     assert proton["pressure_tensor_rel_err_max"] <= 1e-6 and proton["density_rel_err_max"] <= 1e-6

@@ -79,6 +79,18 @@ def _unpack(data: bytes, zstd: bool) -> bytes:
         raise BlockSetError(f"block structure does not decompress: {exc}") from exc
 
 
+def decoded_order(block_ids: np.ndarray, offsets: np.ndarray, keep_order: bool) -> np.ndarray:
+    """Row permutation that puts every cell's blocks (``block_ids[offsets[i]:offsets[i+1]]``) in
+    the order :func:`decode` lists them: as given if ``keep_order``, else sorted by id. The one
+    place that decides the decoded order: the encoder moves ids and values by it before any codec,
+    content set or acceptance check sees them, so all of them work on the rows decode produces."""
+    rows = np.arange(len(block_ids))
+    if keep_order:
+        return rows
+    cell_of_row = np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
+    return np.lexsort((np.asarray(block_ids, dtype=np.int64), cell_of_row))
+
+
 def encode(block_ids: np.ndarray, keep_order: bool = True, content: bytes | None = None) -> bytes:
     """Bytes from which :func:`decode` recovers the ids (in their order if ``keep_order``, else
     sorted ascending) and the ``content`` section if one is given."""

@@ -52,9 +52,11 @@ class CompressedFile:
             batch, records.payloads, records.codecs, p.codecs, records.moments, p.mesh, p.dtype,
             records.content_set, p.threshold,
         )
-        if not result.converged.all():
-            bad = records.cell_ids[~result.converged]
-            raise VdfzipError(f"{self.path}: population {population}: moments not restored for cells {bad.tolist()}")
+        for held, what in ((result.moments_restored, "moments not restored"),
+                         (result.content_kept, "content-block set not restored")):
+            if not held.all():
+                bad = records.cell_ids[~held].tolist()
+                raise VdfzipError(f"{self.path}: population {population}: {what} for cells {bad}")
         return CellBatch(population, start, records.cell_ids, records.offsets, records.block_ids, result.values)
 
     def batches(self, population: str, max_blocks: int = MAX_BATCH_BLOCKS) -> Iterator[CellBatch]:

@@ -16,7 +16,7 @@ import os
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from .codecs import Codec, Target, codec_ids, get_codec
 from .errors import VdfzipError
 from .fileio import check_output_path
 from .profiles import Profile, resolve_profile
-from .reconstruct import LOSSLESS, Reconstruction, cell_rel_l2, reconstruct, select_moments
+from .reconstruct import LOSSLESS, Reconstruction, cell_rel_l2, cell_rows, reconstruct, select_moments, subset_offsets
 from .vlasiator import CellBatch, Population, VlasiatorFile
 
 log = logging.getLogger("vdfzip")
@@ -156,24 +156,60 @@ def _attempt(codec: Codec, batch: CellBatch, cells: np.ndarray, target: Target, 
     return codec.encode_cells(batch, cells, mesh, target)
 
 
+@dataclass
+class EncodedBatch:
+    """A batch's cells as they go into the file, and the values that decoding them gives."""
+
+    batch: CellBatch  # the input cells, their blocks in the decoded order
+    structures: list[bytes]  # per cell: block-structure bytes
+    payloads: list[bytes]  # per cell: the accepted codec payload
+    codec_of_cell: np.ndarray  # per cell: the codec's position in the chain
+    errors: np.ndarray  # per cell: rel L2 of the decoded values
+    moment_columns: np.ndarray  # (cells, 10): the moments as stored
+    values: np.ndarray  # the decoded values the encoder accepted, in the stored dtype
+
+
+def in_decoded_order(batch: CellBatch, keep_order: bool) -> CellBatch:
+    """``batch`` with every cell's ids and values moved together into the order decoding lists
+    the blocks in (:func:`blockset.decoded_order`)."""
+    rows = blockset.decoded_order(batch.block_ids, batch.offsets, keep_order)
+    return replace(batch, block_ids=batch.block_ids[rows], values=np.asarray(batch.values)[rows])
+
+
 def encode_batch(
     batch: CellBatch,
     population: Population,
     chain: list[Codec],
-    target: Target,
-    content_set: np.ndarray | None = None,
+    profile: Profile,
+    tol: float,
+    keep_order: bool = True,
     best_of: bool = False,
-) -> tuple[list[bytes], np.ndarray, np.ndarray, physics.Moments]:
-    """Per cell: the accepted payload, its codec's position in ``chain``, its rel L2 after
-    reconstruction; and the cells' moments. A cell takes the first codec of the chain that meets
-    ``target`` or, with ``best_of``, the smallest payload among all lossy codecs that do (lossless
-    only if none does). With a per-block ``content_set`` (restart profile) the reconstruction
-    enforces it and a cell is accepted only if its tails meet ``target``."""
-    mesh, cells = population.mesh, len(batch)
-    moments = physics.batch_moments(batch, population)
+) -> EncodedBatch:
+    """Encode a batch of cells. A cell takes the first codec of the chain whose payload meets the
+    profile's target at ``tol`` or, with ``best_of``, the smallest payload among all lossy codecs
+    that do (lossless only if none does).
+
+    Acceptance runs the decoder's own code on the decoder's own inputs: the cells in the decoded
+    block order, the block ids and content-block set decoded from the structure bytes, the moments
+    as stored, the stored dtype; so the accepted values are the values ``vdfzip decode`` writes,
+    bit for bit, and a cell whose moments or content set the decoder would not restore falls
+    down the chain (to lossless at the end)."""
+    mesh, threshold = population.mesh, population.threshold
+    batch = in_decoded_order(batch, keep_order)
+    target = profile.target(tol, threshold)
+    content_set = content.content_blocks(batch.values, threshold) if profile.keeps_content else None
+    structures = [
+        layout.encode_structure(batch.cell(i)[0], keep_order, _cell_mask(content_set, batch.offsets, i), mesh)
+        for i in range(len(batch))
+    ]
+    stored_content = _decoded_structures(batch, structures, content_set, population)
+    columns = layout.moments_to_columns(physics.batch_moments(batch, population))
+    stored_moments = layout.columns_to_moments(columns, population.mass)
+    cells = len(batch)
     payloads: list[bytes | None] = [None] * cells
     codec_of_cell = np.full(cells, -1)
     errors = np.zeros(cells)
+    values = np.empty(np.shape(batch.values), dtype=population.dtype)
     for position, codec in enumerate(chain):
         lossless = codec.codec_id == LOSSLESS
         open_cells = np.ones(cells, dtype=bool) if best_of and not lossless else codec_of_cell < 0
@@ -187,19 +223,44 @@ def encode_batch(
             tried = np.array(sorted(candidates), dtype=int)
             if not len(tried):
                 break
-            result = _reconstruct_subset(batch, tried, candidates, codec, moments, population, content_set)
+            result = _reconstruct_subset(batch, tried, candidates, codec, stored_moments, population, stored_content)
             met_l2, met_tails, cell_errors = _check(batch, tried, result.values, target)
-            ok = result.converged & ((met_l2 & met_tails) | lossless)
+            ok = result.restored & ((met_l2 & met_tails) | lossless)
             # retry with a tighter target, on the tails alone when only they were missed (the usual
             # restart-profile case: the moment restoration nudged a cell's tail p95 just past the bound)
-            codec_target = codec_target.tighter(tails_only=bool(np.all((met_l2 & result.converged)[~ok])))
-            for c, error in zip(tried[ok], cell_errors[ok]):
+            codec_target = codec_target.tighter(tails_only=bool(np.all((met_l2 & result.restored)[~ok])))
+            tried_offsets = subset_offsets(batch.offsets, tried)
+            for i in np.flatnonzero(ok):
+                c = tried[i]
                 open_cells[c] = False
                 if payloads[c] is None or len(candidates[c]) < len(payloads[c]):
-                    payloads[c], codec_of_cell[c], errors[c] = candidates[c], position, error
+                    payloads[c], codec_of_cell[c], errors[c] = candidates[c], position, cell_errors[i]
+                    values[batch.offsets[c] : batch.offsets[c + 1]] = result.values[tried_offsets[i] : tried_offsets[i + 1]]
     if np.any(codec_of_cell < 0):
         raise VdfzipError(f"population {population.name}: cells left without a codec (the chain must end in lossless)")
-    return payloads, codec_of_cell, errors, moments
+    return EncodedBatch(batch, structures, payloads, codec_of_cell, errors, columns, values)
+
+
+def _cell_mask(per_block: np.ndarray | None, offsets: np.ndarray, cell: int) -> np.ndarray | None:
+    return None if per_block is None else per_block[offsets[cell] : offsets[cell + 1]]
+
+
+def _decoded_structures(
+    batch: CellBatch, structures: list[bytes], content_set: np.ndarray | None, population: Population
+) -> np.ndarray | None:
+    """The content-block set as the decoder reads it from ``structures``, after checking that they
+    decode to the batch's block ids and content set (a failure here is a vdfzip bug, never a file)."""
+    masks = []
+    for i, structure in enumerate(structures):
+        ids, mask = layout.decode_structure(structure, population.mesh)
+        expected = _cell_mask(content_set, batch.offsets, i)
+        if not np.array_equal(ids, batch.cell(i)[0]) or (mask is None) != (expected is None) or (
+            mask is not None and not np.array_equal(mask, expected)
+        ):
+            raise VdfzipError(f"population {population.name}: cell {int(batch.cell_ids[i])}: "
+                              "its block structure does not decode to its blocks (a vdfzip bug; please report it)")
+        masks.append(mask)
+    return None if content_set is None else np.concatenate(masks) if masks else np.zeros(0, bool)
 
 
 def _check(
@@ -207,8 +268,8 @@ def _check(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per cell of ``cells``: whether its reconstructed rows of ``values`` meet ``target``'s rel L2
     and its tail bound, and its rel L2."""
-    offsets = np.concatenate([[0], np.cumsum(np.diff(batch.offsets)[cells])])
-    errors = cell_rel_l2(values, np.concatenate([batch.cell(c)[1] for c in cells]), offsets)
+    offsets = subset_offsets(batch.offsets, cells)
+    errors = cell_rel_l2(values, batch.values[cell_rows(batch.offsets, cells)], offsets)
     tails = np.ones(len(cells), dtype=bool)
     if target.tail_tol is not None:
         for i, c in enumerate(cells):
@@ -217,19 +278,13 @@ def _check(
 
 
 def _reconstruct_subset(batch, cells, candidates, codec, moments, population: Population, content_set) -> Reconstruction:
-    ids = [batch.cell(c)[0] for c in cells]
-    sub = CellBatch(
-        population=batch.population,
-        first=0,
-        cell_ids=batch.cell_ids[cells],
-        offsets=np.concatenate([[0], np.cumsum([len(i) for i in ids])]),
-        block_ids=np.concatenate(ids),
-        values=np.zeros((0, 0)),
-    )
-    keep = None if content_set is None else np.concatenate([content_set[batch.offsets[c] : batch.offsets[c + 1]] for c in cells])
+    """What decoding ``cells``' candidate payloads gives, as :class:`CompressedFile` decodes them."""
+    rows = cell_rows(batch.offsets, cells)
+    sub = CellBatch(batch.population, 0, batch.cell_ids[cells], subset_offsets(batch.offsets, cells),
+                    batch.block_ids[rows], np.zeros((0, 0)))
     return reconstruct(
         sub, [candidates[c] for c in cells], np.zeros(len(cells), int), [codec], select_moments(moments, cells),
-        population.mesh, population.dtype, keep, population.threshold,
+        population.mesh, population.dtype, None if content_set is None else content_set[rows], population.threshold,
     )
 
 
@@ -238,36 +293,27 @@ def encode_population(
     spool: Path, bar, best_of: bool = False,
 ) -> EncodedPopulation:
     """Encode every cell of a population; records are appended to ``spool``."""
-    target = profile.target(tol, population.threshold)
     index = np.zeros(population.cell_count, dtype=layout.INDEX_DTYPE)
     moments = np.zeros((population.cell_count, layout.MOMENT_COLUMNS))
     summary = PopulationSummary(population.name, population.cell_count, population.block_count, population.vdf_bytes)
     with open(spool, "wb") as out:
         for batch in population.batches(max_blocks=MAX_BATCH_BLOCKS, max_cells=batch_cells):
-            content_set = content.content_blocks(batch.values, population.threshold) if profile.keeps_content else None
-            payloads, codec_of_cell, errors, batch_moments = encode_batch(
-                batch, population, chain, target, content_set, best_of
-            )
-            rows = slice(batch.first, batch.first + len(batch))
-            for i, payload in enumerate(payloads):
-                ids = batch.cell(i)[0]
-                cell_content = None
-                if content_set is not None:
-                    cell_content = content.encode(ids, content_set[batch.offsets[i] : batch.offsets[i + 1]], population.mesh)
-                structure = blockset.encode(ids, keep_order, cell_content)
+            encoded = encode_batch(batch, population, chain, profile, tol, keep_order, best_of)
+            for i, (structure, payload) in enumerate(zip(encoded.structures, encoded.payloads)):
                 record = structure + payload
                 out.write(record)
                 index[batch.first + i] = (
-                    batch.cell_ids[i], len(batch.cell(i)[0]), len(structure), len(payload), codec_of_cell[i],
-                    layout.checksum(record),
+                    batch.cell_ids[i], np.diff(batch.offsets)[i], len(structure), len(payload),
+                    encoded.codec_of_cell[i], layout.checksum(record),
                 )
-            moments[rows] = layout.moments_to_columns(batch_moments)
-            fallen = [int(batch.cell_ids[i]) for i, k in enumerate(codec_of_cell) if k > 0 and chain[k].codec_id == LOSSLESS]
+            moments[batch.first : batch.first + len(batch)] = encoded.moment_columns
+            fallen = [int(batch.cell_ids[i]) for i, k in enumerate(encoded.codec_of_cell)
+                      if k > 0 and chain[k].codec_id == LOSSLESS]
             if fallen:
                 log.warning("population %s: cells %s stored losslessly: no lossy codec met %s "
-                            "after moment restoration", population.name, fallen, target)
-            summary.methods.update(chain[k].codec_id for k in codec_of_cell)
-            summary.errors.append(errors)
+                            "after moment restoration", population.name, fallen, profile.target(tol, population.threshold))
+            summary.methods.update(chain[k].codec_id for k in encoded.codec_of_cell)
+            summary.errors.append(encoded.errors)
             bar.update(len(batch))
     return EncodedPopulation(population, chain, index, moments, spool, summary)
 
@@ -324,7 +370,7 @@ def encode_file(
     device: str = "auto",
     populations: list[str] | None = None,
     batch_cells: int = DEFAULT_BATCH_CELLS,
-    block_order: str = "keep",
+    block_order: str = "sorted",
     force: bool = False,
     progress: bool | None = None,
 ) -> dict:

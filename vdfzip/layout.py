@@ -80,6 +80,21 @@ def columns_to_moments(columns: np.ndarray, mass: float) -> Moments:
     return Moments(columns[:, 0].copy(), columns[:, 1:4].copy(), pressure, np.zeros((len(columns), 3)), mass)
 
 
+def encode_structure(block_ids: np.ndarray, keep_order: bool, content_set: np.ndarray | None, mesh: VelocityMesh) -> bytes:
+    """A cell's block-structure bytes: its block ids (their order only if ``keep_order``) and, in
+    the restart profile, its content-block set (one flag per block, in ``block_ids``' order,
+    which must be the decoded order: :func:`blockset.decoded_order`)."""
+    section = None if content_set is None else content.encode(block_ids, content_set, mesh)
+    return blockset.encode(block_ids, keep_order, section)
+
+
+def decode_structure(structure: bytes, mesh: VelocityMesh) -> tuple[np.ndarray, np.ndarray | None]:
+    """Block ids in the decoded order and the content-block mask (None without one) of
+    :func:`encode_structure`'s bytes."""
+    ids, section = blockset.decode(structure)
+    return ids, None if section is None else content.decode(section, ids, mesh)
+
+
 def is_compressed(file: vlsv.VlsvFile) -> bool:
     """True if any population of ``file`` is stored by vdfzip."""
     return file.find("VDFZIP_HEADER") is not None
@@ -213,10 +228,10 @@ class CompressedPopulation:
 
     def _decode_structure(self, cell: int, structure: bytes) -> tuple[np.ndarray, np.ndarray | None]:
         """Block ids and, in the restart profile, the content-block mask of a cell."""
-        ids, content_bytes = blockset.decode(structure)
+        ids, mask = decode_structure(structure, self.mesh)
         if len(ids) != self.index["blocks"][cell]:
             raise CorruptFileError(f"{self._where()}: cell {int(self.cell_ids[cell])} decodes to a wrong block count")
-        return ids, None if content_bytes is None else content.decode(content_bytes, ids, self.mesh)
+        return ids, mask
 
     def cells(self, start: int, stop: int) -> CellRecords:
         """The stored records of cells ``[start, stop)``: block ids, payloads, codecs, moments."""

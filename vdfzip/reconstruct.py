@@ -23,7 +23,13 @@ LOSSLESS = "lossless"
 @dataclass(frozen=True)
 class Reconstruction:
     values: np.ndarray  # (nblocks, wid³) in the stored dtype
-    converged: np.ndarray  # (cells,) bool: the moment restoration converged (lossless cells: True)
+    moments_restored: np.ndarray  # (cells,) bool: the moment restoration converged (lossless cells: True)
+    content_kept: np.ndarray  # (cells,) bool: the decoded content-block set is the stored one (True without one)
+
+    @property
+    def restored(self) -> np.ndarray:
+        """Per cell: does it decode to what was stored (moments and content-block set)?"""
+        return self.moments_restored & self.content_kept
 
 
 def select_moments(moments: Moments, cells: np.ndarray) -> Moments:
@@ -53,24 +59,34 @@ def reconstruct(
 
     Lossless cells are returned exactly as stored; the others are clipped at 0 and reweighted
     so their density, velocity and pressure tensor equal ``moments``, and given a per-block
-    ``content_set`` (restart profile), exactly those blocks reach ``threshold``.
+    ``content_set`` (restart profile), exactly those blocks reach ``threshold``; every cell's
+    result is then checked against that set in the stored dtype. Each cell's values depend on
+    its own payload, blocks and moments only, never on the other cells of the batch, so the
+    encoder's check on a few cells sees the bytes the decoder writes in any batch.
     """
     values = np.empty((len(batch.block_ids), mesh.cells_per_block), dtype=dtype)
-    converged = np.ones(len(batch), dtype=bool)
+    moments_ok = np.ones(len(batch), dtype=bool)
     for index, codec in enumerate(codecs):
         cells = np.flatnonzero(codec_of_cell == index)
         if not len(cells):
             continue
-        rows = cell_rows(batch.offsets, cells)
-        sizes = np.diff(batch.offsets)[cells]
-        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        rows, offsets = cell_rows(batch.offsets, cells), subset_offsets(batch.offsets, cells)
         decoded = codec.decode_cells([payloads[c] for c in cells], [batch.cell(c)[0] for c in cells], mesh)
         if codec.codec_id != LOSSLESS:
             target = select_moments(moments, cells)
             keep = None if content_set is None else content_set[rows]
-            decoded, converged[cells] = restore(batch.block_ids[rows], decoded, offsets, mesh, target, keep, threshold)
+            decoded, moments_ok[cells] = restore(batch.block_ids[rows], decoded, offsets, mesh, target, keep, threshold)
         values[rows] = decoded.astype(dtype)
-    return Reconstruction(values, converged)
+    kept = np.ones(len(batch), dtype=bool)
+    if content_set is not None:
+        wrong_rows = np.flatnonzero(content.content_blocks(values, threshold) != content_set)
+        kept[np.searchsorted(batch.offsets, wrong_rows, side="right") - 1] = False
+    return Reconstruction(values, moments_ok, kept)
+
+
+def subset_offsets(offsets: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Block offsets of the given cells' rows taken in order (:func:`cell_rows`)."""
+    return np.concatenate([[0], np.cumsum(np.diff(offsets)[cells])])
 
 
 #: Restoration–enforcement rounds of the restart profile. Each round shrinks the moment error the
@@ -83,18 +99,27 @@ def restore(block_ids, values, offsets, mesh, target: Moments, content_set, thre
     """Restored values and per cell whether the moments hold. With a ``content_set`` the
     restoration and the enforcement of the set alternate: the enforcement moves values of the
     threshold's size (which can carry pressure far out in a cold cell's tails), the next
-    restoration corrects that with factors ever closer to 1, until the moments hold as they stand."""
+    restoration corrects that with factors ever closer to 1, until the moments hold as they stand.
+    A cell leaves the rounds as soon as its own moments hold, so its result does not depend on
+    which other cells share the batch."""
     projection = conservation.restore_moments(block_ids, values, offsets, mesh, target)
     if content_set is None:
         return projection.values, projection.converged
-    converged = projection.converged
-    for _ in range(MAX_ROUNDS):
-        values = content.enforce(projection.values, content_set, threshold)
-        residual = conservation.moment_residual(block_ids, values, offsets, mesh, target)
-        if np.all(residual <= conservation.ENFORCED_RESIDUAL):
+    values, converged = projection.values, projection.converged.copy()
+    residual = np.full(len(offsets) - 1, np.inf)
+    pending = np.arange(len(offsets) - 1)
+    for first_round in [True] + [False] * (MAX_ROUNDS - 1):
+        rows, sub_offsets = cell_rows(offsets, pending), subset_offsets(offsets, pending)
+        sub_target = select_moments(target, pending)
+        if not first_round:
+            projection = conservation.restore_moments(block_ids[rows], values[rows], sub_offsets, mesh, sub_target)
+            values[rows] = projection.values
+            converged[pending] &= projection.converged
+        values[rows] = content.enforce(values[rows], content_set[rows], threshold)
+        residual[pending] = conservation.moment_residual(block_ids[rows], values[rows], sub_offsets, mesh, sub_target)
+        pending = pending[residual[pending] > conservation.ENFORCED_RESIDUAL]
+        if not len(pending):
             break
-        projection = conservation.restore_moments(block_ids, values, offsets, mesh, target)
-        converged &= projection.converged
     return values, converged & (residual <= conservation.ENFORCED_RESIDUAL)
 
 

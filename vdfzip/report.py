@@ -34,7 +34,7 @@ _VERIFY_ROWS = [
     ("content voxels lost", "content_lost_fraction", "{:.2%}"),
     ("content blocks lost / gained", None, None),
     ("negative values", "negative_values", "{:d}"),
-    ("block ids identical", "blocks_identical", "{}"),
+    ("block set / order identical", "block_sets_identical", None),
     ("methods", "methods", None),
 ]
 
@@ -49,6 +49,8 @@ def _cell(report: dict, key: str | None, label: str, fmt: str | None) -> str:
         return f"{value['median']:.2e} / {value['p95']:.2e} / {value['max']:.2e}"
     if key == "log10_err":
         return f"{value['p50']:.3f} / {value['p95']:.3f} / {value['cell_p95_max']:.3f}"
+    if key == "block_sets_identical":
+        return f"{value} / {report['blocks_identical']}"
     if key == "methods":
         return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
     return fmt.format(value)
