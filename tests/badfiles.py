@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
+
 from vdfzip import vlsv
 from vdfzip.errors import (
     ArrayOutOfBoundsError,
@@ -67,3 +69,22 @@ def copy_with_arrays(source, path, replace: dict):
                 dst.write_array(element.tag, replace[key], **attrs)
             else:
                 dst.copy_element(element, src.raw(element))
+
+
+def reseal_with_header(compressed, path, population, text: bytes):
+    """A copy of a compressed file whose ``population`` header is ``text``, with its checksums
+    made anew: what a vdfzip that wrote ``text`` would have written."""
+    from vdfzip import integrity, layout
+    from vdfzip.decode import CompressedFile
+
+    with CompressedFile(compressed) as f:
+        restored = f.restored_elements()
+    with vlsv.read(compressed) as f, vlsv.VlsvWriter(path) as w:
+        for e in f.write_order():
+            if e.tag == "VDFZIP_HEADER" and e.name == population:
+                attrs = {k: v for k, v in e.attrs.items() if k not in vlsv.SIZE_ATTRIBUTES}
+                attrs["crc32"] = layout.checksum(text)
+                w.write_array(e.tag, np.frombuffer(text, np.uint8), **attrs)
+            elif e.tag != integrity.TAG:
+                w.copy_element(e, f.raw(e))
+        integrity.write(w, restored)

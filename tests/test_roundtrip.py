@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from badfiles import reseal_with_header
 from conftest import by_block_id, shared_file
 
 from vdfzip import layout, vlsv
@@ -166,21 +167,14 @@ def test_robustness(tmp_path, capsys, fullf):
 def test_unknown_format_version_and_codec_are_refused(tmp_path, capsys, fullf):
     out = tmp_path / "f.vdfz.vlsv"
     encode_file(fullf, out, method="lossless", progress=False)
-    for old, new, expected in ((b'"format": 1', b'"format": 9', "format version 9"),
+    for old, new, expected in ((b'"format": 2', b'"format": 9', "format version 9"),
                                (b'"id": "lossless"', b'"id": "losslesX"', "unknown codec 'losslesX'")):
         data = out.read_bytes()
         with vlsv.read(out) as f:
             header = f.element("VDFZIP_HEADER", name="proton")
         text = data[header.offset : header.offset + header.nbytes].replace(old, new)
         changed = tmp_path / "changed.vlsv"
-        with vlsv.read(out) as f, vlsv.VlsvWriter(changed) as w:
-            for e in f.write_order():
-                if e.tag == "VDFZIP_HEADER" and e.name == "proton":
-                    attrs = {k: v for k, v in e.attrs.items() if k not in vlsv.SIZE_ATTRIBUTES}
-                    attrs["crc32"] = layout.checksum(text)
-                    w.write_array(e.tag, np.frombuffer(text, np.uint8), **attrs)
-                else:
-                    w.copy_element(e, f.raw(e))
+        reseal_with_header(out, changed, "proton", text)
         _one_line_error(_cli(capsys, "decode", changed, "-o", tmp_path / "x.vlsv"), expected)
 
 

@@ -1,13 +1,18 @@
 """The ``vdfzip`` command line. ``main(argv)`` returns the exit code, so tests call it in-process.
 
-Errors the user can fix (bad files, bad options) print one ``vdfzip: error: ...`` line and exit 2.
+Errors the user can fix (bad files, bad options) print one ``vdfzip: error: ...`` line and exit 2;
+Ctrl-C and SIGTERM remove what the command was writing, print ``vdfzip: interrupted`` and exit
+130 / 143.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+import threading
 import warnings
 
 from . import __version__
@@ -15,6 +20,13 @@ from .errors import VdfzipError
 from .fileio import check_output_path
 
 EXIT_OK, EXIT_USAGE = 0, 2
+#: 128 + the signal number, as a shell reports a job ended by SIGINT or SIGTERM.
+EXIT_INTERRUPTED, EXIT_TERMINATED = 128 + signal.SIGINT, 128 + signal.SIGTERM
+
+
+class _Terminated(BaseException):
+    """SIGTERM (a batch scheduler's wall-time limit) as an exception: like Ctrl-C's
+    KeyboardInterrupt, it unwinds every open output, which removes its temporary file."""
 
 
 class _UsageError(Exception):
@@ -92,6 +104,12 @@ def _build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--json", action="store_true", help="print one JSON object")
     verify.set_defaults(run=_run_verify)
 
+    check = commands.add_parser("check", help="check a compressed file's integrity, without the original")
+    check.add_argument("file")
+    check.add_argument("--deep", action="store_true",
+                       help="also decode every cell and compare its moments with the stored ones")
+    check.set_defaults(run=_run_check)
+
     info = commands.add_parser("info", help="describe a VLSV file: populations, cells, blocks, meshes")
     info.add_argument("file")
     info.add_argument("--json", action="store_true", help="print one JSON object")
@@ -135,6 +153,13 @@ def _run_verify(args) -> int:
     return EXIT_OK
 
 
+def _run_check(args) -> int:
+    from .check import check_file
+
+    print(check_file(args.file, deep=args.deep))
+    return EXIT_OK
+
+
 def _run_info(args) -> int:
     from .info import describe, format_report
     from .vlasiator import open_file
@@ -158,8 +183,34 @@ def _print_warning(message, category, filename, lineno, file=None, line=None):
     print(f"vdfzip: warning: {message}", file=sys.stderr)
 
 
+def _on_signal(signum, frame):
+    # the first signal starts the cleanup; more of them must not cut it short
+    for ignored in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(ignored, signal.SIG_IGN)
+    raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated
+
+
+@contextlib.contextmanager
+def _signals_unwind():
+    """SIGINT and SIGTERM raise, so outputs clean up; the previous handlers come back after."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    with _signals_unwind():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = _build_parser().parse_args(argv)
         with warnings.catch_warnings():
@@ -169,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vdfzip: error: {exc} (see vdfzip --help)", file=sys.stderr)
     except VdfzipError as exc:
         print(f"vdfzip: error: {exc}", file=sys.stderr)
+    except (KeyboardInterrupt, _Terminated) as exc:
+        print("vdfzip: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
     except BrokenPipeError:  # output piped into e.g. head: nothing left to say
         sys.stderr.close()
         return EXIT_OK

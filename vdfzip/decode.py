@@ -8,13 +8,14 @@ BLOCKVARIABLE differs from the original (lossy values).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from . import layout, vlsv
+from . import integrity, layout, vlsv
 from .encode import MAX_BATCH_BLOCKS, default_output
 from .errors import VdfzipError
 from .fileio import check_output_path
@@ -26,6 +27,10 @@ class NotCompressedError(VdfzipError):
     """The file holds no vdfzip-compressed population."""
 
 
+class UncheckedFileWarning(UserWarning):
+    """A compressed file of a format version without whole-file checksums."""
+
+
 class CompressedFile:
     """A vdfzip file opened for reading: its compressed populations, decoded cell by cell."""
 
@@ -35,7 +40,26 @@ class CompressedFile:
         names = layout.compressed_population_names(self.vlsv)
         if not names:
             raise NotCompressedError(f"{self.path} is not a vdfzip-compressed file")
+        self.manifest = integrity.Manifest.read(self.vlsv)  # first: nothing is parsed from unchecked bytes
         self.populations = {name: layout.CompressedPopulation(self.vlsv, name) for name in names}
+        if self.manifest is None:
+            if max(p.header["format"] for p in self.populations.values()) >= 2:
+                raise integrity.IntegrityError(f"{self.path}: {integrity.TAG} is missing (the file was changed)")
+            warnings.warn(UncheckedFileWarning(
+                f"{self.path}: format version 1 has no whole-file checksums; its non-VDF arrays and footer "
+                "are not checked"), stacklevel=2)
+
+    def chunks(self, element: vlsv.Element) -> Iterator[memoryview]:
+        """A copied array's bytes in pieces, checked against the file's checksums (format ≥ 2)."""
+        return self.vlsv.raw_chunks(element) if self.manifest is None else self.manifest.chunks(element)
+
+    def restored_elements(self) -> list[vlsv.Element]:
+        """The elements of the decoded file, in its write order (offsets as in this file)."""
+        return [
+            self.populations[e.name].original[layout.ORIGINAL[e.tag]] if e.tag in layout.ORIGINAL else e
+            for e in self.vlsv.write_order()
+            if e.tag != integrity.TAG
+        ]
 
     def __enter__(self) -> CompressedFile:
         return self
@@ -101,6 +125,8 @@ def decode_file(
                 for element in compressed.vlsv.write_order():
                     if element.tag in layout.ORIGINAL:
                         _write_original(writer, compressed, element, bar)
-                    else:
-                        writer.copy_element(element, compressed.vlsv.raw_chunks(element))
+                    elif element.tag != integrity.TAG:
+                        writer.copy_element(element, compressed.chunks(element))
+                if compressed.manifest is not None:
+                    compressed.manifest.check_restored_footer(vlsv.format_footer(writer.elements))
     return output

@@ -4,12 +4,13 @@ Encoding runs each cell down the codec chain: a codec's payload is decoded, the 
 restored (and in the restart profile the content-block set enforced) and the float result is
 checked against the profile's target, exactly as decoding will do; cells that miss are retried
 with a tighter codec target, then with the next codec, and the always-available ``lossless``
-codec ends every chain. Payloads go to a spool file beside the output, so memory holds one batch
-plus a few bytes of index per cell.
+codec ends every chain. Payloads go to an unnamed spool file beside the output, so memory holds
+one batch plus a few bytes of index per cell.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -18,12 +19,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import zstandard
 from tqdm import tqdm
 
-from . import __version__, blockset, content, layout, physics, vlsv
+from . import __version__, blockset, content, integrity, layout, physics, vlsv
 from .codecs import Codec, Target, codec_ids, get_codec
 from .errors import VdfzipError
 from .fileio import check_output_path
@@ -140,7 +142,7 @@ class EncodedPopulation:
     chain: list[Codec]
     index: np.ndarray
     moments: np.ndarray
-    spool: Path
+    spool: BinaryIO  # the population's records, in cell order
     summary: PopulationSummary
 
     @property
@@ -290,31 +292,30 @@ def _reconstruct_subset(batch, cells, candidates, codec, moments, population: Po
 
 def encode_population(
     population: Population, chain: list[Codec], tol: float, profile: Profile, keep_order: bool, batch_cells: int,
-    spool: Path, bar, best_of: bool = False,
+    spool: BinaryIO, bar, best_of: bool = False,
 ) -> EncodedPopulation:
     """Encode every cell of a population; records are appended to ``spool``."""
     index = np.zeros(population.cell_count, dtype=layout.INDEX_DTYPE)
     moments = np.zeros((population.cell_count, layout.MOMENT_COLUMNS))
     summary = PopulationSummary(population.name, population.cell_count, population.block_count, population.vdf_bytes)
-    with open(spool, "wb") as out:
-        for batch in population.batches(max_blocks=MAX_BATCH_BLOCKS, max_cells=batch_cells):
-            encoded = encode_batch(batch, population, chain, profile, tol, keep_order, best_of)
-            for i, (structure, payload) in enumerate(zip(encoded.structures, encoded.payloads)):
-                record = structure + payload
-                out.write(record)
-                index[batch.first + i] = (
-                    batch.cell_ids[i], np.diff(batch.offsets)[i], len(structure), len(payload),
-                    encoded.codec_of_cell[i], layout.checksum(record),
-                )
-            moments[batch.first : batch.first + len(batch)] = encoded.moment_columns
-            fallen = [int(batch.cell_ids[i]) for i, k in enumerate(encoded.codec_of_cell)
-                      if k > 0 and chain[k].codec_id == LOSSLESS]
-            if fallen:
-                log.warning("population %s: cells %s stored losslessly: no lossy codec met %s "
-                            "after moment restoration", population.name, fallen, profile.target(tol, population.threshold))
-            summary.methods.update(chain[k].codec_id for k in encoded.codec_of_cell)
-            summary.errors.append(encoded.errors)
-            bar.update(len(batch))
+    for batch in population.batches(max_blocks=MAX_BATCH_BLOCKS, max_cells=batch_cells):
+        encoded = encode_batch(batch, population, chain, profile, tol, keep_order, best_of)
+        for i, (structure, payload) in enumerate(zip(encoded.structures, encoded.payloads)):
+            record = structure + payload
+            spool.write(record)
+            index[batch.first + i] = (
+                batch.cell_ids[i], np.diff(batch.offsets)[i], len(structure), len(payload),
+                encoded.codec_of_cell[i], layout.checksum(record),
+            )
+        moments[batch.first : batch.first + len(batch)] = encoded.moment_columns
+        fallen = [int(batch.cell_ids[i]) for i, k in enumerate(encoded.codec_of_cell)
+                  if k > 0 and chain[k].codec_id == LOSSLESS]
+        if fallen:
+            log.warning("population %s: cells %s stored losslessly: no lossy codec met %s "
+                        "after moment restoration", population.name, fallen, profile.target(tol, population.threshold))
+        summary.methods.update(chain[k].codec_id for k in encoded.codec_of_cell)
+        summary.errors.append(encoded.errors)
+        bar.update(len(batch))
     return EncodedPopulation(population, chain, index, moments, spool, summary)
 
 
@@ -354,8 +355,9 @@ def _write_population_array(
         attrs |= {"format_version": layout.FORMAT_VERSION, "vdfzip_version": __version__, "crc32": layout.checksum(text)}
         writer.write_array("VDFZIP_HEADER", np.frombuffer(text, np.uint8), **attrs)
     else:
-        with open(encoded.spool, "rb") as spool, writer.stream_array("VDFZIP_RECORDS", np.uint8, **attrs) as sink:
-            while chunk := spool.read(1 << 24):
+        encoded.spool.seek(0)
+        with writer.stream_array("VDFZIP_RECORDS", np.uint8, **attrs) as sink:
+            while chunk := encoded.spool.read(1 << 24):
                 sink.write(np.frombuffer(chunk, np.uint8))
 
 
@@ -399,23 +401,26 @@ def encode_file(
             codec.fit_on(xp)
         output = check_output_path(output, inputs=[source], overwrite=force)
         keep_order = block_order == "keep"
-        with tempfile.TemporaryDirectory(dir=output.parent, prefix=".vdfzip-spool-") as spool_dir:
+        # the temporary output exists from the start: the run is visible, and what a SIGKILL leaves
+        # behind the next run into the same place removes (fileio.atomic_output)
+        with vlsv.VlsvWriter(output) as writer, contextlib.ExitStack() as spools:
             encoded = {}
             total = sum(p.cell_count for p in selected)
             with tqdm(total=total, unit="cell", desc="encode", disable=None if progress is None else not progress) as bar:
                 for p in selected:
+                    # an unnamed file beside the output: the system removes it however the run ends
+                    spool = spools.enter_context(tempfile.TemporaryFile(dir=output.parent))
                     encoded[p.name] = encode_population(
-                        p, chain, tol, chosen, keep_order, batch_cells, Path(spool_dir) / f"{p.name}.records", bar,
-                        best_of=method == AUTO,
+                        p, chain, tol, chosen, keep_order, batch_cells, spool, bar, best_of=method == AUTO
                     )
             packed = {name: e.packed_index for name, e in encoded.items()}
-            with vlsv.VlsvWriter(output) as writer:
-                for element in file.vlsv.write_order():
-                    if element.tag in layout.REPLACEMENT and element.name in encoded:
-                        e = encoded[element.name]
-                        _write_population_array(writer, element.tag, e, packed[element.name], tol, chosen, keep_order)
-                    else:
-                        writer.copy_element(element, file.vlsv.raw_chunks(element))
+            for element in file.vlsv.write_order():
+                if element.tag in layout.REPLACEMENT and element.name in encoded:
+                    e = encoded[element.name]
+                    _write_population_array(writer, element.tag, e, packed[element.name], tol, chosen, keep_order)
+                else:
+                    writer.copy_element(element, file.vlsv.raw_chunks(element))
+            integrity.write(writer, file.vlsv.write_order())
     return _summary(source, output, encoded, chosen, started)
 
 

@@ -39,3 +39,7 @@ class InconsistentPopulationError(VdfzipError):
 
 class AlreadyCompressedError(VdfzipError):
     """The VDF arrays were written by a compressing tool and are not plain block values."""
+
+
+class CorruptFileError(VdfzipError):
+    """A compressed file whose bytes fail their checksums or do not parse."""

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
-import tempfile
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,19 +33,54 @@ def check_output_path(out: str | os.PathLike, *, inputs=(), overwrite: bool = Fa
     return out
 
 
+def _scratch_prefix(path: Path) -> str:
+    """Names of this host's temporary outputs for ``path`` start with this; the writer's pid follows."""
+    return f".{path.name}.vdfzip-{socket.gethostname()}-"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_outputs(path: Path) -> list[Path]:
+    """Remove the temporary outputs for ``path`` that a killed run on this host left behind
+    (SIGKILL, a node crash: nothing of the run could clean up); returns what was removed. Runs on
+    other hosts are left alone: their pids mean nothing here."""
+    prefix = _scratch_prefix(path)
+    removed = []
+    for leftover in path.parent.glob(glob.escape(prefix) + "*.part"):
+        pid = leftover.name[len(prefix) : -len(".part")]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+                removed.append(leftover)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
-    On any exception, Ctrl-C included, the temporary file is removed and ``path`` is untouched.
+    On any exception, Ctrl-C and SIGTERM (see :mod:`vdfzip.cli`) included, the temporary file is
+    removed and ``path`` is untouched. It is named after ``path``, this host and this process, so
+    the next run into the same place removes it if a SIGKILL left it behind.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
+    remove_stale_outputs(path)
+    tmp = path.with_name(f"{_scratch_prefix(path)}{os.getpid()}.part")
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~umask)
+    except FileExistsError:
+        raise VdfzipError(f"{path} is being written by this process already") from None
+    os.close(fd)
     try:
         yield tmp
         os.replace(tmp, path)

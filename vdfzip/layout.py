@@ -28,11 +28,14 @@ import zstandard
 
 from . import __version__, blockset, content, vlsv
 from .codecs import Codec, get_codec
-from .errors import VdfzipError
+from .errors import CorruptFileError, VdfzipError
 from .physics import PRESSURE_COMPONENTS, Moments
 from .vlasiator import VelocityMesh, cell_ranges, parse_config, particle_mass, read_velocity_mesh, sparsity_threshold
 
-FORMAT_VERSION = 1
+#: Version 2 added the whole-file checksums (:mod:`vdfzip.integrity`). Every reader reads every
+#: older version (docs/format.md).
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 REPLACEMENT = {
     "CELLSWITHBLOCKS": "VDFZIP_INDEX",
     "BLOCKSPERCELL": "VDFZIP_MOMENTS",
@@ -53,17 +56,13 @@ INDEX_DTYPE = np.dtype(
 MOMENT_COLUMNS = 10
 
 
-class CorruptFileError(VdfzipError):
-    """A compressed file whose bytes fail their checksums or do not parse."""
-
-
 class UnsupportedFormatError(VdfzipError):
     """A compressed file written by a format version this vdfzip cannot read."""
 
 
 def checksum(data) -> int:
     """CRC-32 of bytes or an array's bytes."""
-    return zlib.crc32(memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else data)
+    return zlib.crc32(np.ascontiguousarray(data).reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else data)
 
 
 def moments_to_columns(m: Moments) -> np.ndarray:
@@ -158,10 +157,16 @@ class CompressedPopulation:
         if str(checksum(text)) != element.attrs.get("crc32"):
             raise CorruptFileError(f"{self._where()}: the vdfzip header fails its checksum")
         header = json.loads(text)
-        if header.get("format") != FORMAT_VERSION:
+        if header.get("format") not in READABLE_FORMATS:
             raise UnsupportedFormatError(
-                f"{self._where()}: vdfzip format version {header.get('format')} "
-                f"(written by vdfzip {header.get('vdfzip')}); this vdfzip {__version__} reads version {FORMAT_VERSION}"
+                f"{self._where()}: vdfzip format version {header.get('format')} (written by vdfzip "
+                f"{header.get('vdfzip')}); this vdfzip {__version__} reads versions {', '.join(map(str, READABLE_FORMATS))}"
+            )
+        if header["format"] == 1 and header.get("block_order") == "sorted":
+            raise UnsupportedFormatError(
+                f"{self._where()}: written by vdfzip {header.get('vdfzip')} with --block-order sorted, which stored "
+                "values and content flags in the wrong block order; it cannot be decoded correctly: encode the "
+                "original again"
             )
         return header
 

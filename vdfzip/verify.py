@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import layout, metrics, physics, vlsv
+from . import integrity, layout, metrics, physics, vlsv
+from .check import check_file
 from .decode import CompressedFile
 from .encode import MAX_BATCH_BLOCKS
 from .errors import VdfzipError
@@ -135,7 +136,7 @@ def compare_batch(original: CellBatch, other: CellBatch, population: Population)
 
 
 def _non_vdf(file: vlsv.VlsvFile) -> list[vlsv.Element]:
-    skip = set(VDF_TAGS) | set(layout.ORIGINAL)
+    skip = set(VDF_TAGS) | set(layout.ORIGINAL) | {integrity.TAG}
     return [e for e in file.write_order() if e.tag not in skip]
 
 
@@ -152,7 +153,11 @@ def non_vdf_identical(a: vlsv.VlsvFile, b: vlsv.VlsvFile) -> bool:
 
 
 def verify_files(original: str | os.PathLike, other: str | os.PathLike) -> dict:
-    """Compare ``other`` (a decoded or a vdfzip-compressed file) with ``original``."""
+    """Compare ``other`` (a decoded or a vdfzip-compressed file) with ``original``; a compressed
+    ``other`` passes every check of ``vdfzip check`` first."""
+    with vlsv.read(other) as other_vlsv:
+        if layout.is_compressed(other_vlsv):
+            check_file(other)
     with VlasiatorFile(original) as source, vlsv.read(other) as other_vlsv:
         compressed = CompressedFile(other_vlsv) if layout.is_compressed(other_vlsv) else None
         plain = VlasiatorFile(other_vlsv)  # the populations stored as plain blocks

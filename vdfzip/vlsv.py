@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import xxhash
 
 from .errors import (
     ArrayOutOfBoundsError,
@@ -211,6 +212,10 @@ class VlsvFile:
         self._count(element.nbytes)
         return memoryview(self._map)[element.offset : element.offset + element.nbytes]
 
+    def raw_footer(self) -> bytes:
+        """The footer's bytes, as they are in the file."""
+        return bytes(self._map[self.footer_offset :])
+
     def raw_chunks(self, element: Element, size: int = RELEASE_BYTES // 4) -> Iterator[memoryview]:
         """The array's bytes in pieces of at most ``size``, each counted when handed out, so that
         copying or comparing a huge array keeps only a few of its pages resident."""
@@ -256,6 +261,15 @@ def format_footer(elements: list[Element]) -> bytes:
     return "\n".join(lines).encode("ascii")
 
 
+def digest(pieces: Iterable[bytes | memoryview]) -> str:
+    """xxh3-64 (hex) of the concatenated ``pieces``: ~18 GB/s, so hashing every array a file
+    holds costs far less than reading it."""
+    hasher = xxhash.xxh3_64()
+    for piece in pieces:
+        hasher.update(piece)
+    return hasher.hexdigest()
+
+
 def _size_attrs(dtype: np.dtype, arraysize: int, vectorsize: int) -> dict[str, str]:
     return {
         "arraysize": str(arraysize),
@@ -270,6 +284,7 @@ class ArraySink:
 
     def __init__(self, handle, dtype: np.dtype, vectorsize: int):
         self._handle, self.dtype, self.vectorsize, self.rows = handle, np.dtype(dtype), vectorsize, 0
+        self.hasher = xxhash.xxh3_64()
 
     def write(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows)
@@ -277,7 +292,9 @@ class ArraySink:
             raise TypeError(f"expected {self.dtype}, got {rows.dtype}")
         if rows.size % self.vectorsize:
             raise ValueError(f"{rows.size} values are not a whole number of rows of {self.vectorsize}")
-        self._handle.write(np.ascontiguousarray(rows).astype(self.dtype.newbyteorder("<"), copy=False).data)
+        data = np.ascontiguousarray(rows).astype(self.dtype.newbyteorder("<"), copy=False).data
+        self._handle.write(data)
+        self.hasher.update(data)
         self.rows += rows.size // self.vectorsize
 
 
@@ -285,11 +302,13 @@ class VlsvWriter:
     """Writes a VLSV file atomically: arrays are appended in order, the footer goes last.
 
     Use as a context manager; the file appears at ``path`` only if the block completes.
+    ``digests[i]`` is the :func:`digest` of the bytes of ``elements[i]``, as written.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.elements: list[Element] = []
+        self.digests: list[str] = []
         self._stack = contextlib.ExitStack()
         self._handle = None
 
@@ -330,6 +349,7 @@ class VlsvWriter:
         sink = ArraySink(self._handle, dtype, vectorsize)
         yield sink
         self.elements.append(Element(tag, attributes_of(sink), offset))
+        self.digests.append(sink.hasher.hexdigest())
 
     def stream_array(self, tag: str, dtype, vectorsize: int = 1, **attrs):
         """Context manager: append an array written in pieces through the yielded :class:`ArraySink`."""
@@ -356,12 +376,16 @@ class VlsvWriter:
         raises and leaves the file as it was."""
         pieces = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
         copied = Element(element.tag, dict(element.attrs), self._handle.tell())
-        written = sum(self._handle.write(piece) for piece in pieces)
+        hasher, written = xxhash.xxh3_64(), 0
+        for piece in pieces:
+            written += self._handle.write(piece)
+            hasher.update(piece)
         if written != element.nbytes:
             self._handle.seek(copied.offset)
             self._handle.truncate()
             raise ValueError(f"{element.describe()}: {written} bytes given, {element.nbytes} expected")
         self.elements.append(copied)
+        self.digests.append(hasher.hexdigest())
         return copied
 
 
