@@ -436,9 +436,10 @@ def _summary(source: Path, output: Path, encoded: dict[str, EncodedPopulation], 
     with vlsv.read(output) as f:
         for name, e in encoded.items():
             e.summary.output_bytes = sum(f.element(tag, name=name).nbytes for tag in layout.ORIGINAL)
+        manifest_bytes = f.element(integrity.TAG).nbytes
     pops = {name: e.summary.as_dict() for name, e in encoded.items()}
     input_bytes = sum(p["input_vdf_bytes"] for p in pops.values())
-    output_bytes = sum(p["output_vdf_bytes"] for p in pops.values())
+    output_bytes = sum(p["output_vdf_bytes"] for p in pops.values()) + manifest_bytes
     return {
         "input": str(source),
         "output": str(output),

@@ -183,6 +183,8 @@ def verify_files(original: str | os.PathLike, other: str | os.PathLike) -> dict:
             cells += population.cell_count
             methods.update(pop_methods)
         summary = total.report(cells)
+        if compressed and compressed.manifest is not None:
+            output_bytes += other_vlsv.element(integrity.TAG).nbytes
         summary["ratio"] = input_bytes / output_bytes if compressed and output_bytes else None
         summary["methods"] = dict(methods)
         summary["non_vdf_identical"] = non_vdf_identical(source.vlsv, other_vlsv)
