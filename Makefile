@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 # the project's torch range does not pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test test-gpu install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart clean
+.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ test: install-dev
 test-gpu: install-dev
 	$(BIN)/python -m pip install --quiet -e ".[gpu]"
 	NUMBA_ENABLE_CUDASIM=0 $(BIN)/python -m pytest -q -m gpu
+
+# coverage-guided fuzzing of the VLSV parser, the vdfzip layout and the payload decoders
+# (fuzz/fuzz_decoders.py); FUZZ_SECONDS of it, the result in fuzz/RESULTS.md
+FUZZ_SECONDS ?= 600
+fuzz: install-dev
+	$(BIN)/python -m pip install --quiet -e ".[fuzz]"
+	$(BIN)/python fuzz/fuzz_decoders.py -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 fuzz/corpus
 
 bench-io: install
 	$(BIN)/python bench/io.py --repeat 2 --markdown bench/RESULTS-io.md
