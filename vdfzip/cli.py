@@ -102,6 +102,8 @@ def _build_parser() -> argparse.ArgumentParser:
     verify.add_argument("original")
     verify.add_argument("other")
     verify.add_argument("--json", action="store_true", help="print one JSON object")
+    verify.add_argument("--plot", metavar="PNG", help="also draw per-cell errors along the file and VDF slices of "
+                        "the worst cells (needs vdfzip[plot])")
     verify.set_defaults(run=_run_verify)
 
     check = commands.add_parser("check", help="check a compressed file's integrity, without the original")
@@ -148,7 +150,9 @@ def _run_verify(args) -> int:
     from .report import format_verify_report
     from .verify import verify_files
 
-    report = verify_files(args.original, args.other)
+    plot = None if args.plot is None else check_output_path(args.plot, inputs=[args.original, args.other],
+                                                            overwrite=True)
+    report = verify_files(args.original, args.other, plot=plot)
     print(json.dumps(report, indent=2) if args.json else format_verify_report(report))
     return EXIT_OK
 

@@ -25,6 +25,7 @@ from .reconstruct import cell_rel_l2
 from .vlasiator import VDF_TAGS, CellBatch, Population, VlasiatorFile, cell_ranges
 
 _LOG_BINS = np.linspace(0.0, 12.0, 12001)  # |log10 g − log10 f| histogram, 1e-3-decade bins
+SERIES = ("cell_id", "rel_l2", "tail_p95", "density", "velocity", "pressure_tensor")
 
 
 class MismatchError(VdfzipError):
@@ -41,6 +42,8 @@ class Accumulator:
     counts: Counter = field(default_factory=Counter)
     blocks_identical: bool = True
     negative_values: int = 0
+    #: per-cell series along the file (cell id, rel L2, tail p95, moment errors): the plot's data
+    series: dict = field(default_factory=lambda: {key: [] for key in SERIES})
 
     def add_errors(self, key: str, values: np.ndarray) -> None:
         if values.size:
@@ -54,6 +57,12 @@ class Accumulator:
         self.counts.update(other.counts)
         self.blocks_identical &= other.blocks_identical
         self.negative_values += other.negative_values
+        for key in SERIES:
+            self.series[key] += other.series[key]
+
+    def cell_series(self) -> dict[str, np.ndarray]:
+        """Each per-cell series as one array, in file order."""
+        return {key: np.concatenate(parts) if parts else np.zeros(0) for key, parts in self.series.items()}
 
     def report(self, cells: int) -> dict:
         rel = np.concatenate(self.rel_l2) if self.rel_l2 else np.zeros(0)
@@ -122,14 +131,22 @@ def compare_batch(original: CellBatch, other: CellBatch, population: Population)
     acc = Accumulator()
     g, acc.blocks_identical = _aligned(original, other, population.name)
     f = np.asarray(original.values)
-    acc.rel_l2.append(cell_rel_l2(g, f, original.offsets))
+    rel_l2 = cell_rel_l2(g, f, original.offsets)
+    acc.rel_l2.append(rel_l2)
     mesh, mass, threshold = population.mesh, population.mass, population.threshold
     mine = physics.moments(original.block_ids, f, original.offsets, mesh, mass)
     theirs = physics.moments(original.block_ids, g, original.offsets, mesh, mass)
-    for key, values in _moment_errors(mine, theirs).items():
+    moment_errors = _moment_errors(mine, theirs)
+    for key, values in moment_errors.items():
         acc.add_errors(key, values[mine.density > 0])
     acc.log_histogram += np.histogram(np.clip(metrics.log10_errors(g, f, threshold), 0, 12), _LOG_BINS)[0]
-    acc.add_errors("tail_cell_p95", metrics.cell_log10_p95(g, f, original.offsets, threshold))
+    tail_p95 = metrics.cell_log10_p95(g, f, original.offsets, threshold)
+    acc.add_errors("tail_cell_p95", tail_p95)
+    per_cell = {"cell_id": original.cell_ids, "rel_l2": rel_l2, "tail_p95": tail_p95} | {
+        key: np.where(mine.density > 0, moment_errors[key], 0.0) for key in ("density", "velocity", "pressure_tensor")
+    }
+    for key in SERIES:
+        acc.series[key].append(np.asarray(per_cell[key], dtype=np.float64))
     acc.counts.update(metrics.tail_counts(g, f, threshold))
     acc.negative_values = int((g < 0).sum())
     return acc
@@ -152,9 +169,10 @@ def non_vdf_identical(a: vlsv.VlsvFile, b: vlsv.VlsvFile) -> bool:
     )
 
 
-def verify_files(original: str | os.PathLike, other: str | os.PathLike) -> dict:
+def verify_files(original: str | os.PathLike, other: str | os.PathLike, *, plot: str | os.PathLike | None = None) -> dict:
     """Compare ``other`` (a decoded or a vdfzip-compressed file) with ``original``; a compressed
-    ``other`` passes every check of ``vdfzip check`` first."""
+    ``other`` passes every check of ``vdfzip check`` first. With ``plot``, also write a PNG of the
+    per-cell errors along the file and VDF slices of the worst cells (:mod:`vdfzip.plot`)."""
     with vlsv.read(other) as other_vlsv:
         if layout.is_compressed(other_vlsv):
             check_file(other)
@@ -162,6 +180,7 @@ def verify_files(original: str | os.PathLike, other: str | os.PathLike) -> dict:
         compressed = CompressedFile(other_vlsv) if layout.is_compressed(other_vlsv) else None
         plain = VlasiatorFile(other_vlsv)  # the populations stored as plain blocks
         report = {"populations": {}}
+        compared = {}
         total, cells, methods, input_bytes, output_bytes = Accumulator(), 0, Counter(), 0, 0
         for name, population in source.populations.items():
             if not population.block_count:
@@ -171,6 +190,7 @@ def verify_files(original: str | os.PathLike, other: str | os.PathLike) -> dict:
             other_cells = functools.partial(compressed.cells, name) if is_compressed else plain.population(name).cells
             for start, stop in cell_ranges(population.offsets, MAX_BATCH_BLOCKS):
                 acc.merge(compare_batch(population.cells(start, stop), other_cells(start, stop), population))
+            compared[name] = (population, other_cells, acc.cell_series())
             pop_methods = _methods(compressed, name)
             entry = acc.report(population.cell_count) | {"methods": pop_methods}
             if is_compressed:
@@ -188,6 +208,10 @@ def verify_files(original: str | os.PathLike, other: str | os.PathLike) -> dict:
         summary["ratio"] = input_bytes / output_bytes if compressed and output_bytes else None
         summary["methods"] = dict(methods)
         summary["non_vdf_identical"] = non_vdf_identical(source.vlsv, other_vlsv)
+        if plot is not None:
+            from .plot import write_verify_plot
+
+            write_verify_plot(plot, compared, title=f"{os.fspath(other)} against {os.fspath(original)}")
         return summary | report
 
 
