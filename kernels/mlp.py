@@ -173,26 +173,34 @@ def _train_tile(c, start, count, theta, inputs, base, target, weight, norm, dims
     return partial
 
 
+@register_jitable(fastmath=True)
+def _train_cell(c, theta, inputs, base, target, weight, norm, dims, activation, gradient, loss):
+    """One cell's loss and gradient. Its scratch is allocated here, not in the parallel loop's
+    body: numba hoists an allocation out of a prange loop (numba#9529), and shared scratch made
+    payloads depend on thread timing (measured: one cell of eight changed between two fits)."""
+    samples = base.shape[1]
+    layers, width = len(dims) - 1, max(dims)
+    act = np.empty((layers, width, TILE), np.float32)  # every element is written before it is read
+    slope = np.empty((layers, width, TILE), np.float32)
+    delta = np.empty((width, TILE), np.float32)
+    back = np.empty((width, TILE), np.float32)
+    row = np.zeros(gradient.shape[1], np.float32)
+    partial = np.float32(0.0)
+    for start in range(0, samples, TILE):
+        partial += _train_tile(c, start, min(TILE, samples - start), theta, inputs, base, target, weight, norm,
+                               dims, activation, act, slope, delta, back, row)
+    gradient[c] = row
+    loss[c] = partial / norm[c]
+
+
 @numba.njit(parallel=True, fastmath=True, cache=True)
 def train_step_cpu(theta, inputs, base, target, weight, norm, dims, activation, gradient, loss):
     """CPU twin: cells in parallel, each in tiles of TILE samples. ``theta`` (cells, P) and the
     float32 data as in :func:`_train_tile` with ``inputs`` (cells, M, d_in) and ``base``,
     ``target``, ``weight`` (cells, M); ``norm`` (cells,) is Σ w f². Writes ``gradient`` (cells, P)
     and ``loss`` (cells,): Σ w (g − f)² / Σ w f²."""
-    cells, samples = base.shape
-    layers, width = len(dims) - 1, max(dims)
-    for c in numba.prange(cells):  # scratch sized to the network (every element is written before it is read)
-        act = np.empty((layers, width, TILE), np.float32)
-        slope = np.empty((layers, width, TILE), np.float32)
-        delta = np.empty((width, TILE), np.float32)
-        back = np.empty((width, TILE), np.float32)
-        row = np.zeros(gradient.shape[1], np.float32)
-        partial = np.float32(0.0)
-        for start in range(0, samples, TILE):
-            partial += _train_tile(c, start, min(TILE, samples - start), theta, inputs, base, target, weight, norm,
-                                   dims, activation, act, slope, delta, back, row)
-        gradient[c] = row
-        loss[c] = partial / norm[c]
+    for c in numba.prange(base.shape[0]):
+        _train_cell(c, theta, inputs, base, target, weight, norm, dims, activation, gradient, loss)
 
 
 @cuda.jit(fastmath=True)
@@ -264,19 +272,26 @@ def infer_cpu(block_ids, cell_of_row, nbx, nby, wid, vmin, dv,
     """CPU twin: block rows in parallel, each in tiles of at most TILE voxels; ``out`` is
     (rows, wid³) float64, ``theta`` (cells, P) float32 and the mixture's arrays per cell as in
     :meth:`vdfzip.neural.base.Mixture.derived`."""
-    rows = len(block_ids)
+    for chunk in numba.prange((len(block_ids) + 63) // 64):
+        _infer_rows(chunk * 64, min(len(block_ids), chunk * 64 + 64), block_ids, cell_of_row, nbx, nby, wid, vmin,
+                    dv, mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, out)
+
+
+@register_jitable(fastmath=True)
+def _infer_rows(first, stop, block_ids, cell_of_row, nbx, nby, wid, vmin, dv,
+                mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, out):
+    """Rows ``[first, stop)`` of :func:`infer_cpu`. The scratch is allocated here, once per call,
+    and not in the parallel loop, which numba would hoist it out of (see :func:`_train_cell`)."""
     per_block = wid * wid * wid
-    chunks = (rows + 63) // 64
     layers, width = len(dims) - 1, max(3, max(dims))  # z holds u (3 rows) before the network runs
-    for chunk in numba.prange(chunks):  # scratch allocated once per 64 rows
-        act = np.empty((layers, width, TILE), np.float32)
-        slope = np.empty((layers, width, TILE), np.float32)
-        z = np.empty((width, TILE), np.float32)
-        for row in range(chunk * 64, min(rows, chunk * 64 + 64)):
-            for start in range(0, per_block, TILE):
-                _infer_voxels(row, start, min(TILE, per_block - start), block_ids, cell_of_row, nbx, nby, wid, vmin,
-                              dv, mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, act,
-                              slope, z, out)
+    act = np.empty((layers, width, TILE), np.float32)
+    slope = np.empty((layers, width, TILE), np.float32)
+    z = np.empty((width, TILE), np.float32)
+    for row in range(first, stop):
+        for start in range(0, per_block, TILE):
+            _infer_voxels(row, start, min(TILE, per_block - start), block_ids, cell_of_row, nbx, nby, wid, vmin,
+                          dv, mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, act,
+                          slope, z, out)
 
 
 @cuda.jit(fastmath=True)

@@ -84,21 +84,27 @@ def _cell_pass(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, center
                     position += 1
 
 
+@register_jitable(fastmath=_FAST)
+def _cell_pass_cpu(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out, apply):
+    """:func:`_cell_pass` with its scratch allocated here, not in the CPU twins' parallel loops:
+    numba hoists an allocation out of a prange loop and reuses it across iterations (numba#9529),
+    which made the mlp training kernel's results depend on the threads."""
+    tile = np.empty((BASIS + 1, TILE))
+    _cell_pass(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out, apply)
+
+
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
 def newton_sums_cpu(cells, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out):
     """CPU twin of the Newton sums over the cells listed in ``cells``, in parallel."""
     for i in numba.prange(len(cells)):
-        tile = np.empty((BASIS + 1, TILE))
-        _cell_pass(cells[i], block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out,
-                   False)
+        _cell_pass_cpu(cells[i], block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out, False)
 
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
 def apply_cpu(block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out):
     """CPU twin of the reweighting: cells in parallel."""
     for cell in numba.prange(len(offsets) - 1):
-        tile = np.empty((BASIS + 1, TILE))
-        _cell_pass(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out, True)
+        _cell_pass_cpu(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out, True)
 
 
 @cuda.jit(fastmath=_FAST)

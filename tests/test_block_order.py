@@ -190,3 +190,21 @@ def test_decode_refuses_a_cell_whose_content_set_does_not_hold(tmp_path, monkeyp
     with pytest.raises(VdfzipError, match=rf"content-block set not restored for cells \[{victim}\]"):
         decode_file(compressed, tmp_path / "d.vlsv", progress=False)
     assert not (tmp_path / "d.vlsv").exists()
+
+
+@pytest.mark.parametrize("method", ["mlp,octree", "octree"])
+def test_encoding_does_not_depend_on_the_batch_or_the_threads(tmp_path, synthetic, method):
+    """What a later MPI rank or a thread pool needs: a cell's bytes come from the cell alone
+    (the mlp codec's random numbers are seeded by cell id; the numba kernels allocate their
+    scratch per cell, not in a prange loop that numba hoists it out of)."""
+    threads = numba.get_num_threads()
+    outputs = []
+    try:
+        for batch_cells, count in ((256, threads), (1, threads), (2, 1)):
+            numba.set_num_threads(count)
+            out = tmp_path / f"{batch_cells}-{count}.vdfz.vlsv"
+            encode_file(synthetic, out, tol=3e-2, method=method, batch_cells=batch_cells, progress=False)
+            outputs.append(out.read_bytes())
+    finally:
+        numba.set_num_threads(threads)
+    assert outputs[0] == outputs[1] == outputs[2]

@@ -105,15 +105,21 @@ class MlpCodec(Codec):
         """The payload of every cell with positive values, its network trained jointly with the
         others' towards rel L2 ``tol`` whether it got there or not (a predictor for a residual
         coder, or candidates for :meth:`encode_cells` to check)."""
-        rng = np.random.default_rng(self.schedule.seed)
-        prepared = [p for c in cells if (p := self.prepare_cell(batch, c, mesh, rng)) is not None]
+        prepared = [p for c in cells if (p := self.prepare_cell(batch, c, mesh, self._rng(batch, c, 0))) is not None]
         if not prepared:
             return {}
         xp = self.xp
         stacked = [xp.asarray(np.stack([getattr(p, name) for p in prepared]))
                    for name in ("inputs", "base", "target", "weight")]
-        result = fit(self.architecture, *stacked, np.full(len(prepared), GOAL_SHARE * tol), self.schedule, xp)
+        initial = np.concatenate([self.architecture.initial(1, self._rng(batch, p.cell, 1)) for p in prepared])
+        result = fit(self.architecture, *stacked, np.full(len(prepared), GOAL_SHARE * tol), self.schedule, xp,
+                     initial=initial)
         return {p.cell: self.payload(p.mixture, result.codes[i], result.steps[i]) for i, p in enumerate(prepared)}
+
+    def _rng(self, batch: CellBatch, cell: int, stream: int) -> np.random.Generator:
+        """The random numbers of one cell, from the seed and its cell id only: a cell's payload
+        does not depend on the batch, the rank or the retry it is fitted in."""
+        return np.random.default_rng([self.schedule.seed, int(batch.cell_ids[cell]), stream])
 
     def prepare_cell(self, batch: CellBatch, cell: int, mesh: VelocityMesh, rng) -> _Prepared | None:
         """Mixture and training sample of one cell; None for a cell without positive values."""
