@@ -16,6 +16,7 @@ import threading
 import warnings
 
 from . import __version__
+from .distributed import is_root, refuse
 from .errors import VdfzipError
 from .fileio import check_output_path
 
@@ -64,6 +65,13 @@ def _decades(text: str) -> float:
         raise argparse.ArgumentTypeError(f"must be a number of decades, got {text!r}") from None
 
 
+def _hint(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"must be KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vdfzip", description="Compress Vlasiator velocity distribution functions.")
     parser.add_argument("--version", action="version", version=f"vdfzip {__version__}")
@@ -88,6 +96,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="sorted: decoded cells list their blocks sorted by id (default; the same block set, "
                              "and Vlasiator addresses blocks by id); keep: Vlasiator's order, byte-identical "
                              "BLOCKIDS, at ~8 bits per block")
+    encode.add_argument("--mpi-hint", action="append", type=_hint, default=[], metavar="KEY=VALUE",
+                        help="MPI-IO hint for the output under an MPI launcher, e.g. striping_factor=32 on Lustre "
+                             "(repeatable)")
     encode.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     encode.add_argument("--json", action="store_true", help="print the summary as JSON")
     encode.set_defaults(run=_run_encode)
@@ -133,15 +144,17 @@ def _run_encode(args) -> int:
     summary = encode_file(
         args.input, args.output, tol=args.tol, method=args.method, profile=args.profile, tail_tol=args.tail_tol,
         device=args.device, populations=args.population,
-        batch_cells=args.batch_cells, block_order=args.block_order, force=args.force,
+        batch_cells=args.batch_cells, block_order=args.block_order, force=args.force, mpi_hints=dict(args.mpi_hint),
     )
-    print(json.dumps(summary, indent=2) if args.json else format_encode_summary(summary))
+    if summary is not None:  # under MPI: rank 0 reports for the job
+        print(json.dumps(summary, indent=2) if args.json else format_encode_summary(summary))
     return EXIT_OK
 
 
 def _run_decode(args) -> int:
     from .decode import decode_file
 
+    refuse("decode")
     print(f"wrote {decode_file(args.input, args.output, force=args.force)}")
     return EXIT_OK
 
@@ -150,6 +163,7 @@ def _run_verify(args) -> int:
     from .report import format_verify_report
     from .verify import verify_files
 
+    refuse("verify")
     plot = None if args.plot is None else check_output_path(args.plot, inputs=[args.original, args.other],
                                                             overwrite=True)
     report = verify_files(args.original, args.other, plot=plot)
@@ -223,7 +237,8 @@ def _main(argv: list[str] | None) -> int:
     except _UsageError as exc:
         print(f"vdfzip: error: {exc} (see vdfzip --help)", file=sys.stderr)
     except VdfzipError as exc:
-        print(f"vdfzip: error: {exc}", file=sys.stderr)
+        if is_root():  # under MPI every rank has the same agreed error: rank 0 says it once
+            print(f"vdfzip: error: {exc}", file=sys.stderr)
     except (KeyboardInterrupt, _Terminated) as exc:
         print("vdfzip: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED

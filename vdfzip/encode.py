@@ -25,7 +25,7 @@ import numpy as np
 import zstandard
 from tqdm import tqdm
 
-from . import __version__, blockset, content, integrity, layout, physics, vlsv
+from . import __version__, blockset, content, distributed, integrity, layout, physics, vlsv
 from .codecs import Codec, Target, codec_ids, get_codec
 from .errors import VdfzipError
 from .fileio import check_output_path
@@ -200,10 +200,7 @@ def encode_batch(
     batch = in_decoded_order(batch, keep_order)
     target = profile.target(tol, threshold)
     content_set = content.content_blocks(batch.values, threshold) if profile.keeps_content else None
-    structures = [
-        layout.encode_structure(batch.cell(i)[0], keep_order, _cell_mask(content_set, batch.offsets, i), mesh)
-        for i in range(len(batch))
-    ]
+    structures = [_structure(batch, i, keep_order, content_set, population) for i in range(len(batch))]
     stored_content = _decoded_structures(batch, structures, content_set, population)
     columns = layout.moments_to_columns(physics.batch_moments(batch, population))
     stored_moments = layout.columns_to_moments(columns, population.mass)
@@ -241,6 +238,16 @@ def encode_batch(
     if np.any(codec_of_cell < 0):
         raise VdfzipError(f"population {population.name}: cells left without a codec (the chain must end in lossless)")
     return EncodedBatch(batch, structures, payloads, codec_of_cell, errors, columns, values)
+
+
+def _structure(batch: CellBatch, i: int, keep_order: bool, content_set, population: Population) -> bytes:
+    """The block-structure bytes of the batch's ``i``-th cell; a cell that cannot have any (the
+    same block id twice) is named."""
+    try:
+        return layout.encode_structure(batch.cell(i)[0], keep_order, _cell_mask(content_set, batch.offsets, i),
+                                       population.mesh)
+    except blockset.BlockSetError as error:
+        raise blockset.BlockSetError(f"population {population.name}: cell {int(batch.cell_ids[i])}: {error}") from None
 
 
 def _cell_mask(per_block: np.ndarray | None, offsets: np.ndarray, cell: int) -> np.ndarray | None:
@@ -292,22 +299,25 @@ def _reconstruct_subset(batch, cells, candidates, codec, moments, population: Po
 
 def encode_population(
     population: Population, chain: list[Codec], tol: float, profile: Profile, keep_order: bool, batch_cells: int,
-    spool: BinaryIO, bar, best_of: bool = False,
+    spool: BinaryIO, bar, best_of: bool = False, cells: tuple[int, int] | None = None,
 ) -> EncodedPopulation:
-    """Encode every cell of a population; records are appended to ``spool``."""
-    index = np.zeros(population.cell_count, dtype=layout.INDEX_DTYPE)
-    moments = np.zeros((population.cell_count, layout.MOMENT_COLUMNS))
+    """Encode every cell of a population (or of its range ``cells``: an MPI rank's share); records
+    are appended to ``spool``, index and moments rows are those of the encoded cells."""
+    first, stop = (0, population.cell_count) if cells is None else cells
+    index = np.zeros(stop - first, dtype=layout.INDEX_DTYPE)
+    moments = np.zeros((stop - first, layout.MOMENT_COLUMNS))
     summary = PopulationSummary(population.name, population.cell_count, population.block_count, population.vdf_bytes)
-    for batch in population.batches(max_blocks=MAX_BATCH_BLOCKS, max_cells=batch_cells):
+    for batch in population.batches(max_blocks=MAX_BATCH_BLOCKS, max_cells=batch_cells, cells=(first, stop)):
         encoded = encode_batch(batch, population, chain, profile, tol, keep_order, best_of)
+        row = batch.first - first
         for i, (structure, payload) in enumerate(zip(encoded.structures, encoded.payloads)):
             record = structure + payload
             spool.write(record)
-            index[batch.first + i] = (
+            index[row + i] = (
                 batch.cell_ids[i], np.diff(batch.offsets)[i], len(structure), len(payload),
                 encoded.codec_of_cell[i], layout.checksum(record),
             )
-        moments[batch.first : batch.first + len(batch)] = encoded.moment_columns
+        moments[row : row + len(batch)] = encoded.moment_columns
         fallen = [int(batch.cell_ids[i]) for i, k in enumerate(encoded.codec_of_cell)
                   if k > 0 and chain[k].codec_id == LOSSLESS]
         if fallen:
@@ -339,26 +349,34 @@ def _header(encoded: EncodedPopulation, tol: float, profile: Profile, keep_order
     return json.dumps(header, sort_keys=True).encode()
 
 
-def _write_population_array(
-    writer: vlsv.VlsvWriter, tag: str, encoded: EncodedPopulation, index_bytes: bytes, tol: float, profile: Profile,
-    keep_order: bool,
-) -> None:
-    """Write the vdfzip array that takes the place of the population's array ``tag``."""
+def population_arrays(
+    encoded: EncodedPopulation, index_bytes: bytes, tol: float, profile: Profile, keep_order: bool
+) -> dict[str, tuple[str, np.ndarray | None, dict]]:
+    """Per original tag, the vdfzip array that takes its place: (tag, data, attributes); the data
+    of VDFZIP_RECORDS is None (the spooled records, written in pieces)."""
     name = encoded.population.name
     attrs = {"name": name, "mesh": "SpatialGrid"}
-    if tag == "CELLSWITHBLOCKS":
-        writer.write_array("VDFZIP_INDEX", np.frombuffer(index_bytes, np.uint8), **attrs)
-    elif tag == "BLOCKSPERCELL":
-        writer.write_array("VDFZIP_MOMENTS", encoded.moments, **attrs)
-    elif tag == "BLOCKIDS":
-        text = _header(encoded, tol, profile, keep_order, index_bytes)
-        attrs |= {"format_version": layout.FORMAT_VERSION, "vdfzip_version": __version__, "crc32": layout.checksum(text)}
-        writer.write_array("VDFZIP_HEADER", np.frombuffer(text, np.uint8), **attrs)
-    else:
-        encoded.spool.seek(0)
-        with writer.stream_array("VDFZIP_RECORDS", np.uint8, **attrs) as sink:
-            while chunk := encoded.spool.read(1 << 24):
-                sink.write(np.frombuffer(chunk, np.uint8))
+    text = _header(encoded, tol, profile, keep_order, index_bytes)
+    header_attrs = attrs | {"format_version": layout.FORMAT_VERSION, "vdfzip_version": __version__,
+                            "crc32": layout.checksum(text)}
+    return {
+        "CELLSWITHBLOCKS": ("VDFZIP_INDEX", np.frombuffer(index_bytes, np.uint8), attrs),
+        "BLOCKSPERCELL": ("VDFZIP_MOMENTS", encoded.moments, attrs),
+        "BLOCKIDS": ("VDFZIP_HEADER", np.frombuffer(text, np.uint8), header_attrs),
+        "BLOCKVARIABLE": ("VDFZIP_RECORDS", None, attrs),
+    }
+
+
+def _write_population_array(writer: vlsv.VlsvWriter, tag: str, encoded: EncodedPopulation, arrays: dict) -> None:
+    """Write the vdfzip array that takes the place of the population's array ``tag``."""
+    vdfzip_tag, data, attrs = arrays[tag]
+    if data is not None:
+        writer.write_array(vdfzip_tag, data, **attrs)
+        return
+    encoded.spool.seek(0)
+    with writer.stream_array(vdfzip_tag, np.uint8, **attrs) as sink:
+        while chunk := encoded.spool.read(1 << 24):
+            sink.write(np.frombuffer(chunk, np.uint8))
 
 
 def encode_file(
@@ -375,11 +393,15 @@ def encode_file(
     block_order: str = "sorted",
     force: bool = False,
     progress: bool | None = None,
-) -> dict:
+    mpi_hints: dict[str, str] | None = None,
+) -> dict | None:
     """Compress the VDFs of a VLSV file into a vdfzip VLSV file; returns the summary dict.
 
     ``profile`` is ``restart`` (the default for restart files: content-block set kept, tails
-    within ``tail_tol`` decades) or ``core`` (rel L2 only; the default for other files)."""
+    within ``tail_tol`` decades) or ``core`` (rel L2 only; the default for other files). Under an
+    MPI launcher with more than one rank every rank takes part (:mod:`vdfzip.mpi_encode`; the same
+    file as one process) and only rank 0 returns the summary; ``mpi_hints`` are MPI-IO hints
+    (e.g. ``striping_factor`` on Lustre)."""
     if not (isinstance(tol, (int, float)) and 1e-6 <= tol < 1):
         raise OptionError(f"--tol must be in [1e-6, 1), got {tol}")
     if batch_cells < 1:
@@ -401,6 +423,13 @@ def encode_file(
             codec.fit_on(xp)
         output = check_output_path(output, inputs=[source], overwrite=force)
         keep_order = block_order == "keep"
+        comm = distributed.world()
+        if comm is not None:
+            from .mpi_encode import encode_on_ranks
+
+            encoded = encode_on_ranks(comm, file, selected, chain, tol, chosen, keep_order, batch_cells, output,
+                                      method == AUTO, mpi_hints or {})
+            return None if encoded is None else _summary(source, output, encoded, chosen, started)
         # the temporary output exists from the start: the run is visible, and what a SIGKILL leaves
         # behind the next run into the same place removes (fileio.atomic_output)
         with vlsv.VlsvWriter(output) as writer, contextlib.ExitStack() as spools:
@@ -413,11 +442,10 @@ def encode_file(
                     encoded[p.name] = encode_population(
                         p, chain, tol, chosen, keep_order, batch_cells, spool, bar, best_of=method == AUTO
                     )
-            packed = {name: e.packed_index for name, e in encoded.items()}
+            arrays = {name: population_arrays(e, e.packed_index, tol, chosen, keep_order) for name, e in encoded.items()}
             for element in file.vlsv.write_order():
                 if element.tag in layout.REPLACEMENT and element.name in encoded:
-                    e = encoded[element.name]
-                    _write_population_array(writer, element.tag, e, packed[element.name], tol, chosen, keep_order)
+                    _write_population_array(writer, element.tag, encoded[element.name], arrays[element.name])
                 else:
                     writer.copy_element(element, file.vlsv.raw_chunks(element))
             integrity.write(writer, file.vlsv.write_order())

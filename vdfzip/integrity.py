@@ -41,17 +41,27 @@ def restored_footer(elements: Sequence[vlsv.Element]) -> bytes:
     return vlsv.format_footer(laid)
 
 
-def write(writer: vlsv.VlsvWriter, restored: Sequence[vlsv.Element]) -> None:
-    """Append ``VDFZIP_INTEGRITY`` for everything ``writer`` has written so far; ``restored``: the
-    elements the decoded file will hold, in its write order."""
-    text = json.dumps({
+def manifest(elements: Sequence[vlsv.Element], digests: Sequence[str], restored: Sequence[vlsv.Element]) -> bytes:
+    """The ``VDFZIP_INTEGRITY`` text for a file of ``elements`` (in write order) whose bytes
+    hash to ``digests``; ``restored``: the elements the decoded file will hold, in its order."""
+    return json.dumps({
         "version": VERSION,
         "hash": "xxh3-64",
-        "arrays": writer.digests,
-        "footer": vlsv.digest([vlsv.format_footer(writer.elements)]),
+        "arrays": list(digests),
+        "footer": vlsv.digest([vlsv.format_footer(list(elements))]),
         "restored_footer": vlsv.digest([restored_footer(restored)]),
     }).encode()
-    writer.write_array(TAG, np.frombuffer(text, np.uint8), xxh3=vlsv.digest([text]))
+
+
+def attrs(text: bytes) -> dict[str, str]:
+    """The footer attributes of ``VDFZIP_INTEGRITY`` besides its size."""
+    return {"xxh3": vlsv.digest([text])}
+
+
+def write(writer: vlsv.VlsvWriter, restored: Sequence[vlsv.Element]) -> None:
+    """Append ``VDFZIP_INTEGRITY`` for everything ``writer`` has written so far."""
+    text = manifest(writer.elements, writer.digests, restored)
+    writer.write_array(TAG, np.frombuffer(text, np.uint8), **attrs(text))
 
 
 @dataclass(frozen=True)
@@ -84,6 +94,8 @@ class Manifest:
             arrays, footer, restored = entry["arrays"], entry["footer"], entry["restored_footer"]
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"{where} does not parse") from exc
+        if not isinstance(arrays, list):  # why: len() of anything else raised TypeError
+            raise IntegrityError(f"{where} does not list the arrays' digests")
         order = file.write_order()
         if file.raw_footer() != vlsv.format_footer(order):
             raise IntegrityError(f"{file.path}: the footer has been changed (it is not as vdfzip wrote it)")

@@ -261,11 +261,15 @@ class Population:
         """Block ids and block values (rows of ``wid``³) of the stored cell at ``index``."""
         return self.cells(index, index + 1).cell(0)
 
-    def batches(self, max_blocks: int = 1 << 20, max_cells: int | None = None) -> Iterator[CellBatch]:
-        """Consecutive batches of whole cells, each at most ``max_blocks`` blocks (unless one cell
-        alone is larger) and ``max_cells`` cells, so memory stays bounded for any file size."""
-        for start, stop in cell_ranges(self.offsets, max_blocks, max_cells):
-            yield self.cells(start, stop)
+    def batches(
+        self, max_blocks: int = 1 << 20, max_cells: int | None = None, cells: tuple[int, int] | None = None
+    ) -> Iterator[CellBatch]:
+        """Consecutive batches of whole cells (of all, or of the range ``cells``), each at most
+        ``max_blocks`` blocks (unless one cell alone is larger) and ``max_cells`` cells, so memory
+        stays bounded for any file size."""
+        first, stop = (0, self.cell_count) if cells is None else cells
+        for start, end in cell_ranges(self.offsets[first : stop + 1], max_blocks, max_cells):
+            yield self.cells(first + start, first + end)
 
 
 def cell_ranges(offsets: np.ndarray, max_blocks: int, max_cells: int | None = None) -> list[tuple[int, int]]:

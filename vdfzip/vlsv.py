@@ -270,6 +270,22 @@ def digest(pieces: Iterable[bytes | memoryview]) -> str:
     return hasher.hexdigest()
 
 
+def array_attrs(dtype, arraysize: int, vectorsize: int, **attrs) -> dict[str, str]:
+    """The footer attributes :meth:`VlsvWriter.write_array` gives an array of ``arraysize`` rows."""
+    return {k: str(v) for k, v in attrs.items()} | _size_attrs(np.dtype(dtype), arraysize, vectorsize)
+
+
+def little_endian_bytes(data: np.ndarray) -> memoryview:
+    """An array's bytes as a VLSV file stores them."""
+    data = np.asarray(data)
+    return np.ascontiguousarray(data).astype(data.dtype.newbyteorder("<"), copy=False).data
+
+
+def file_header(footer_offset: int) -> bytes:
+    """The 16 bytes a VLSV file starts with: the little-endian marker and the footer's offset."""
+    return struct.pack("<QQ", 0, footer_offset)
+
+
 def _size_attrs(dtype: np.dtype, arraysize: int, vectorsize: int) -> dict[str, str]:
     return {
         "arraysize": str(arraysize),
@@ -292,7 +308,7 @@ class ArraySink:
             raise TypeError(f"expected {self.dtype}, got {rows.dtype}")
         if rows.size % self.vectorsize:
             raise ValueError(f"{rows.size} values are not a whole number of rows of {self.vectorsize}")
-        data = np.ascontiguousarray(rows).astype(self.dtype.newbyteorder("<"), copy=False).data
+        data = little_endian_bytes(rows)
         self._handle.write(data)
         self.hasher.update(data)
         self.rows += rows.size // self.vectorsize
@@ -355,7 +371,7 @@ class VlsvWriter:
         """Context manager: append an array written in pieces through the yielded :class:`ArraySink`."""
 
         def attributes_of(sink: ArraySink) -> dict[str, str]:
-            return {k: str(v) for k, v in attrs.items()} | _size_attrs(sink.dtype, sink.rows, vectorsize)
+            return array_attrs(sink.dtype, sink.rows, vectorsize, **attrs)
 
         return self._stream(tag, dtype, vectorsize, attributes_of)
 

@@ -1,0 +1,99 @@
+"""``mpirun -n N vdfzip encode``: the same file as one process, one report, one error.
+
+Real MPI jobs (the MPICH wheel's ``mpiexec`` from the ``mpi`` extra) with 2 and 3 ranks, compared
+byte for byte with the serial encoding."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from badfiles import copy_with_arrays
+from conftest import UNDER_CI, shared_file
+
+from vdfzip import synth, vlasiator
+from vdfzip.encode import encode_file
+
+pytestmark = pytest.mark.mpi
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mpi_available():
+    try:
+        import mpi4py  # noqa: F401
+    except ImportError:
+        mpi4py = None
+    if MPIEXEC is None or mpi4py is None:
+        message = "mpiexec or mpi4py is missing: pip install -e '.[mpi]'"
+        pytest.fail(message) if UNDER_CI else pytest.skip(message)
+
+
+def _mpi(ranks: int, *argv) -> subprocess.CompletedProcess:
+    return subprocess.run([MPIEXEC, "-n", str(ranks), sys.executable, "-m", "vdfzip", *map(str, argv)],
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    path = tmp_path_factory.mktemp("mpi") / "restart.vlsv"
+    synth.write_synthetic_restart(path, cells=7, seed=6)
+    return path
+
+
+def _assert_same_as_serial(tmp_path, source, ranks, method=None):
+    serial, parallel = tmp_path / "serial.vdfz.vlsv", tmp_path / f"ranks{ranks}.vdfz.vlsv"
+    encode_file(source, serial, tol=3e-2, method=method, progress=False)
+    job = _mpi(ranks, "encode", source, "-o", parallel, "--tol", "3e-2", *(["--method", method] if method else []))
+    assert job.returncode == 0, job.stderr
+    assert job.stdout.count("wrote ") == 1 and job.stderr == ""  # rank 0 reports for the job
+    assert parallel.read_bytes() == serial.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([serial.name, parallel.name])
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize("method", ["octree", "mlp,octree"])
+def test_ranks_write_the_serial_file(tmp_path, synthetic, ranks, method):
+    _assert_same_as_serial(tmp_path, synthetic, ranks, method)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_write_the_serial_file_of_the_real_restart(tmp_path, ranks):
+    _assert_same_as_serial(tmp_path, shared_file("restart_ipshock_small.vlsv"), ranks)
+
+
+def test_more_ranks_than_cells(tmp_path):
+    source = tmp_path / "two.vlsv"
+    synth.write_synthetic_restart(source, cells=2, seed=1)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    _assert_same_as_serial(folder, source, 3)
+
+
+def test_a_failing_rank_ends_the_job_with_one_error_naming_it(tmp_path, synthetic):
+    """The last cell lists a block twice: the last rank fails, every rank stops, nothing is left."""
+    with vlasiator.open_file(synthetic) as f:
+        p = f.population("proton")
+        ids = np.array(p.cells(0, p.cell_count).block_ids)
+        last = int(p.offsets[-2])
+        ids[last + 1] = ids[last]
+        cell = int(p.cell_ids[-1])
+    bad = tmp_path / "bad.vlsv"
+    copy_with_arrays(synthetic, bad, {("BLOCKIDS", "proton"): ids})
+    out = tmp_path / "out"
+    out.mkdir()
+    job = _mpi(3, "encode", bad, "-o", out / "c.vdfz.vlsv")
+    assert job.returncode == 2, (job.stdout, job.stderr)
+    assert job.stderr.count("\n") == 1 and job.stderr.startswith("vdfzip: error: rank 2: ")
+    assert f"cell {cell}" in job.stderr and "same block id twice" in job.stderr
+    assert list(out.iterdir()) == []
+
+
+def test_commands_that_do_not_run_distributed_say_so(tmp_path, synthetic):
+    job = _mpi(2, "decode", synthetic, "-o", tmp_path / "d.vlsv")
+    assert job.returncode == 2 and job.stderr.count("\n") == 1 and "without the MPI launcher" in job.stderr

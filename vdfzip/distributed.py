@@ -1,0 +1,100 @@
+"""The file commands on the ranks of an MPI job (``mpirun -n N vdfzip encode ...``).
+
+A command runs distributed when an MPI launcher started it with more than one rank; without a
+launcher, or with one rank, nothing here is imported and mpi4py is never needed. Each rank takes a
+contiguous range of every population's cells, balanced by blocks (cell sizes vary 100×); since
+a cell's bytes depend on the cell alone (:func:`vdfzip.encode.encode_batch`), the ranks' records
+laid end to end are the serial file's. Errors are agreed on collectively: every rank reaches the
+same decision point, so a failure on one rank ends all of them with one message, never a hang.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import numpy as np
+
+from .errors import VdfzipError
+
+#: Environment variables an MPI launcher sets in the processes it starts (MPICH/Hydra and
+#: Intel MPI, Open MPI, PMIx, Slurm's srun).
+_LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_STEP_NUM_TASKS")
+#: Largest piece of one MPI-IO call: element counts stay far below MPI's 2³¹ int limit.
+MAX_WRITE = 1 << 28
+
+T = TypeVar("T")
+
+
+class RankError(VdfzipError):
+    """An error on some rank, reported by every rank of the job."""
+
+
+def world():
+    """``MPI.COMM_WORLD`` when launched by MPI with more than one rank, else None."""
+    if not any(os.environ.get(name) for name in _LAUNCHER_VARIABLES):
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        raise VdfzipError("started by an MPI launcher, but mpi4py is missing: pip install 'vdfzip[mpi]'") from None
+    return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
+
+
+def is_root() -> bool:
+    """Whether this process speaks for the job: rank 0, or a process not started by MPI."""
+    comm = world()
+    return comm is None or comm.Get_rank() == 0
+
+
+def refuse(command: str) -> None:
+    """Raise for a command that does not run distributed yet, on every rank alike."""
+    if world() is not None:
+        raise VdfzipError(f"vdfzip {command} does not run on several MPI ranks yet; run it without the MPI launcher")
+
+
+def rank_ranges(block_offsets: np.ndarray, ranks: int) -> list[tuple[int, int]]:
+    """Contiguous ``[start, stop)`` cell ranges, one per rank, with about equal blocks each
+    (ranks beyond the cell count get empty ranges)."""
+    cells, total = len(block_offsets) - 1, int(block_offsets[-1])
+    targets = [round(total * r / ranks) for r in range(ranks + 1)]
+    bounds = np.searchsorted(block_offsets[:-1], targets, side="left") if cells else np.zeros(ranks + 1, int)
+    bounds[0], bounds[-1] = 0, cells
+    bounds = np.maximum.accumulate(bounds)
+    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def agreed(comm, step: Callable[[], T]) -> T:
+    """Run ``step`` on every rank; if it raised on any, raise on all of them (the lowest failing
+    rank's error, naming the rank), so that no rank goes on to a collective call alone."""
+    failure, result = None, None
+    try:
+        result = step()
+    except Exception as error:  # noqa: BLE001 (any failure must reach the other ranks)
+        failure = f"{error}" if isinstance(error, VdfzipError) else f"{type(error).__name__}: {error}"
+    failures = comm.allgather(failure)
+    for rank, message in enumerate(failures):
+        if message is not None:
+            raise RankError(f"rank {rank}: {message}")
+    return result
+
+
+def write_pieces(file, pieces: list[tuple[int, memoryview | bytes]], comm) -> None:
+    """Collective writes (``Write_at_all``) of this rank's ``(offset, bytes)`` pieces, split to at
+    most :data:`MAX_WRITE` bytes a call; ranks with fewer calls join the others' with empty ones."""
+    calls = []
+    for offset, data in pieces:
+        view = memoryview(data).cast("B")
+        calls += [(offset + start, view[start : start + MAX_WRITE]) for start in range(0, len(view), MAX_WRITE)]
+    rounds = comm.allreduce(len(calls), op=_max())
+    empty = np.zeros(0, np.uint8)
+    for k in range(rounds):
+        offset, view = calls[k] if k < len(calls) else (0, empty)
+        file.Write_at_all(offset, view)
+
+
+def _max():
+    from mpi4py import MPI
+
+    return MPI.MAX

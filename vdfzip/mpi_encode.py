@@ -1,0 +1,177 @@
+"""``vdfzip encode`` on the ranks of an MPI job: the same file as one process, byte for byte.
+
+Each rank encodes its block-balanced share of every population's cells into its own unnamed
+spool. Rank 0 gathers the index and moment rows, builds the vdfzip arrays exactly as
+:func:`vdfzip.encode.encode_file` does, and lays out the whole file; then every rank writes its
+records at its offset (an exclusive scan of the record sizes) and its chunks of the copied
+non-VDF arrays with collective MPI-IO writes. Rank 0 hashes what was written (the manifest of
+:mod:`vdfzip.integrity`), appends the manifest and the footer, and renames the file into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from . import distributed, integrity, layout, vlsv
+from .encode import EncodedPopulation, PopulationSummary, encode_population, population_arrays
+from .fileio import atomic_output
+
+#: Copied arrays are split into pieces of this size, dealt to the ranks in turn.
+COPY_CHUNK = 1 << 26
+
+
+class _NoProgress:
+    def update(self, _cells: int) -> None:
+        pass
+
+
+def encode_on_ranks(comm, file, selected, chain, tol, profile, keep_order, batch_cells, output: Path,
+                    best_of: bool, hints: dict[str, str]) -> dict[str, EncodedPopulation] | None:
+    """Encode and write ``output`` with every rank of ``comm``; rank 0 returns the populations'
+    encodings (for the summary), the other ranks None."""
+    rank, ranks = comm.Get_rank(), comm.Get_size()
+    with contextlib.ExitStack() as stack:
+        mine: dict[str, EncodedPopulation] = {}
+
+        def encode_my_cells() -> None:
+            for p in selected:
+                spool = stack.enter_context(tempfile.TemporaryFile(dir=output.parent))
+                window = distributed.rank_ranges(p.offsets, ranks)[rank]
+                mine[p.name] = encode_population(p, chain, tol, profile, keep_order, batch_cells, spool, _NoProgress(),
+                                                 best_of, cells=window)
+
+        distributed.agreed(comm, encode_my_cells)
+        whole = _gather(comm, selected, mine, chain)
+        tmp = stack.enter_context(_root_output(comm, output))
+        plan = distributed.agreed(comm, lambda: _layout(file, whole, tol, profile, keep_order) if rank == 0 else None)
+        shared = comm.bcast(None if rank else _without_data(plan), root=0)
+        distributed.agreed(comm, lambda: _write_arrays(comm, tmp, file, mine, plan or shared, hints))
+        distributed.agreed(comm, lambda: _seal(tmp, file, plan) if rank == 0 else None)
+    return whole
+
+
+def _gather(comm, selected, mine, chain) -> dict[str, EncodedPopulation] | None:
+    """On rank 0: each population's index, moments and summary over all ranks, in cell order."""
+    parts = comm.gather({name: (e.index, e.moments, e.summary.methods, e.summary.errors) for name, e in mine.items()})
+    if comm.Get_rank():
+        return None
+    whole = {}
+    for p in selected:
+        pieces = [part[p.name] for part in parts]
+        summary = PopulationSummary(p.name, p.cell_count, p.block_count, p.vdf_bytes,
+                                    methods=sum((piece[2] for piece in pieces), Counter()),
+                                    errors=[e for piece in pieces for e in piece[3]])
+        index, moments = np.concatenate([x[0] for x in pieces]), np.concatenate([x[1] for x in pieces])
+        whole[p.name] = EncodedPopulation(p, chain, index, moments, None, summary)
+    return whole
+
+
+@contextlib.contextmanager
+def _root_output(comm, output: Path):
+    """The temporary output, created by rank 0 and renamed into place by it when the block
+    succeeds on every rank (removed otherwise); every rank gets its path."""
+    if comm.Get_rank():
+        yield Path(comm.bcast(None, root=0))
+        return
+    with atomic_output(output) as tmp:
+        comm.bcast(str(tmp), root=0)
+        yield tmp
+
+
+def _layout(file, whole, tol, profile, keep_order) -> dict:
+    """Rank 0's plan of the file: every element (tag, attributes, offset, and its data for the
+    small vdfzip arrays) in write order, as :class:`vlsv.VlsvWriter` would place them."""
+    arrays = {name: population_arrays(e, e.packed_index, tol, profile, keep_order) for name, e in whole.items()}
+    elements, offset = [], vlsv.HEADER_BYTES
+    for source in file.vlsv.write_order():
+        if source.tag in layout.REPLACEMENT and source.name in whole:
+            tag, data, attrs = arrays[source.name][source.tag]
+            if data is None:
+                records = whole[source.name].index
+                size = int(records["structure_bytes"].astype(np.int64).sum() + records["payload_bytes"].sum())
+                entry = {"tag": tag, "attrs": vlsv.array_attrs(np.uint8, size, 1, **attrs), "records": source.name}
+            else:
+                raw = bytes(vlsv.little_endian_bytes(data))
+                vectorsize = 1 if data.ndim == 1 else data.shape[1]
+                entry = {"tag": tag, "attrs": vlsv.array_attrs(data.dtype, len(data), vectorsize, **attrs), "data": raw}
+        else:
+            entry = {"tag": source.tag, "attrs": dict(source.attrs), "copy": source.offset}
+        entry["offset"] = offset
+        offset += vlsv.Element(entry["tag"], entry["attrs"], offset).nbytes
+        elements.append(entry)
+    return {"elements": elements, "end": offset}
+
+
+def _without_data(plan: dict) -> dict:
+    """The plan as the other ranks need it: the small arrays' bytes stay on rank 0."""
+    return plan | {"elements": [{k: v for k, v in e.items() if k != "data"} for e in plan["elements"]]}
+
+
+def _write_arrays(comm, tmp: Path, file, mine, plan, hints) -> None:
+    """Every rank's share of the file, written collectively: its records, its chunks of the copied
+    arrays, and (rank 0) the small vdfzip arrays."""
+    from mpi4py import MPI
+
+    rank, ranks = comm.Get_rank(), comm.Get_size()
+    pieces, maps = [], []
+    chunk = 0
+    for entry in plan["elements"]:
+        if "data" in entry and rank == 0:
+            pieces.append((entry["offset"], entry["data"]))
+        elif "copy" in entry:
+            source = vlsv.Element(entry["tag"], entry["attrs"], entry["copy"])
+            for start in range(0, source.nbytes, COPY_CHUNK):
+                if chunk % ranks == rank:
+                    view = file.vlsv.raw(source)[start : start + COPY_CHUNK]
+                    pieces.append((entry["offset"] + start, view))
+                chunk += 1
+        elif "records" in entry:
+            spool = mine[entry["records"]].spool
+            size = spool.seek(0, 2)
+            before = comm.exscan(size) or 0
+            if size:
+                maps.append(mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ))
+                pieces.append((entry["offset"] + before, memoryview(maps[-1])))
+    info = MPI.Info.Create()
+    for key, value in hints.items():
+        info.Set(key, value)
+    handle = MPI.File.Open(comm, str(tmp), MPI.MODE_WRONLY | MPI.MODE_CREATE, info)
+    try:
+        distributed.write_pieces(handle, pieces, comm)
+    finally:
+        handle.Close()
+        info.Free()
+        pieces.clear()
+        for m in maps:
+            m.close()
+
+
+def _seal(tmp: Path, file, plan) -> None:
+    """Rank 0: hash every array as written, then append the manifest and the footer and set the
+    footer offset, exactly as :class:`vlsv.VlsvWriter` ends a file."""
+    elements = [vlsv.Element(e["tag"], e["attrs"], e["offset"]) for e in plan["elements"]]
+    with open(tmp, "r+b") as handle:
+        handle.truncate(plan["end"])
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as written:
+            digests = [vlsv.digest(_pieces(written, e)) for e in elements]
+        text = integrity.manifest(elements, digests, file.vlsv.write_order())
+        manifest = vlsv.Element(integrity.TAG, vlsv.array_attrs(np.uint8, len(text), 1, **integrity.attrs(text)),
+                                plan["end"])
+        handle.seek(plan["end"])
+        handle.write(text)
+        footer = handle.tell()
+        handle.write(vlsv.format_footer(elements + [manifest]))
+        handle.seek(0)
+        handle.write(vlsv.file_header(footer))
+
+
+def _pieces(data: mmap.mmap, element: vlsv.Element, size: int = 1 << 26):
+    view = memoryview(data)
+    for start in range(element.offset, element.offset + element.nbytes, size):
+        yield view[start : min(start + size, element.offset + element.nbytes)]
