@@ -88,3 +88,40 @@ def reseal_with_header(compressed, path, population, text: bytes):
             elif e.tag != integrity.TAG:
                 w.copy_element(e, f.raw(e))
         integrity.write(w, restored)
+
+
+def reseal_with_index(compressed, path, population, packed: bytes):
+    """A copy of a compressed file whose ``population`` VDFZIP_INDEX holds the bytes ``packed``, with
+    the header's index checksum, the header's own and the whole-file checksums made anew."""
+    import json
+
+    from vdfzip import integrity, layout
+    from vdfzip.decode import CompressedFile
+
+    with CompressedFile(compressed) as f:
+        restored = f.restored_elements()
+        header = json.loads(json.dumps(f.populations[population].header))
+    header["checksums"]["index"] = layout.checksum(packed)
+    replaced = {"VDFZIP_INDEX": packed, "VDFZIP_HEADER": json.dumps(header, sort_keys=True).encode()}
+    with vlsv.read(compressed) as f, vlsv.VlsvWriter(path) as w:
+        for e in f.write_order():
+            if e.tag in replaced and e.name == population:
+                attrs = {k: v for k, v in e.attrs.items() if k not in vlsv.SIZE_ATTRIBUTES}
+                if e.tag == "VDFZIP_HEADER":
+                    attrs["crc32"] = layout.checksum(replaced[e.tag])
+                w.write_array(e.tag, np.frombuffer(replaced[e.tag], np.uint8), **attrs)
+            elif e.tag != integrity.TAG:
+                w.copy_element(e, f.raw(e))
+        integrity.write(w, restored)
+
+
+def reseal_with_integrity(compressed, path, text: bytes):
+    """A copy of a compressed file whose ``VDFZIP_INTEGRITY`` holds ``text``, with its own checksum
+    made anew (what a vdfzip that wrote ``text`` would have written)."""
+    from vdfzip import integrity
+
+    with vlsv.read(compressed) as f, vlsv.VlsvWriter(path) as w:
+        for e in f.write_order():
+            if e.tag != integrity.TAG:
+                w.copy_element(e, f.raw(e))
+        w.write_array(integrity.TAG, np.frombuffer(text, np.uint8), xxh3=vlsv.digest([text]))

@@ -18,10 +18,29 @@ from .errors import VdfzipError
 
 _HAS_ORDER, _RUNS_ZSTD, _ORDER_ZSTD, _HAS_CONTENT = 1, 2, 4, 8
 _ZSTD_LEVEL = 19
+#: Bytes of the longest LEB128 varint of a uint64: bounds the varint bytes a count of values needs.
+VARINT_BYTES = 10
+#: Block ids are uint32: without a mesh, every id below 2³² is possible.
+UINT32_IDS = 1 << 32
 
 
 class BlockSetError(VdfzipError):
     """Block-structure bytes that do not decode."""
+
+
+def bounded_decompress(data: bytes, limit: int, error: type[VdfzipError], what: str) -> bytes:
+    """The zstd frame ``data`` decoded, or ``error`` if it is corrupt or would exceed ``limit`` bytes.
+
+    Why: ``ZstdDecompressor.decompress`` allocates whatever content size a frame header claims,
+    ``max_output_size`` notwithstanding, so 20 corrupt bytes could ask for a terabyte; every
+    decoder of stored zstd frames goes through here with the most its format can hold."""
+    try:
+        claimed = zstandard.frame_content_size(data)
+        if claimed > limit:
+            raise error(f"{what} claims {claimed} bytes, at most {limit} possible")
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=max(limit, 1))  # 0: no limit
+    except zstandard.ZstdError as exc:
+        raise error(f"{what} does not decompress: {exc}") from exc
 
 
 def varint_encode(values: np.ndarray) -> bytes:
@@ -72,11 +91,9 @@ def _smaller(raw: bytes, flag: int) -> tuple[bytes, int]:
     return (packed, flag) if len(packed) < len(raw) else (raw, 0)
 
 
-def _unpack(data: bytes, zstd: bool) -> bytes:
-    try:
-        return zstandard.ZstdDecompressor().decompress(data) if zstd else data
-    except zstandard.ZstdError as exc:
-        raise BlockSetError(f"block structure does not decompress: {exc}") from exc
+def _unpack(data: bytes, zstd: bool, values: int) -> bytes:
+    """The varint bytes of a section of at most ``values`` varints, decompressed if ``zstd``."""
+    return bounded_decompress(data, VARINT_BYTES * values, BlockSetError, "block structure") if zstd else data
 
 
 def decoded_order(block_ids: np.ndarray, offsets: np.ndarray, keep_order: bool) -> np.ndarray:
@@ -130,8 +147,25 @@ def _sized_section(data: bytes, start: int) -> tuple[bytes, int]:
     return data[body : body + length], body + length
 
 
-def decode(data: bytes) -> tuple[np.ndarray, bytes | None]:
-    """uint32 block ids and the content section (None if absent) coded by :func:`encode`."""
+def _sorted_ids(pairs: np.ndarray, block_count: int) -> np.ndarray:
+    """The ascending ids of (gap, run length) pairs, all below ``block_count``. Checked before
+    anything is allocated: a corrupt length (2⁶⁰ ids, or negative once cast to int64) must not
+    size an array."""
+    if pairs.size % 2:
+        raise BlockSetError("block structure is truncated")
+    if pairs.size and int(pairs.max()) > block_count:
+        raise BlockSetError(f"block structure names ids beyond the {block_count} blocks of the mesh")
+    gaps, lengths = pairs[0::2].astype(np.int64), pairs[1::2].astype(np.int64)
+    run_starts = np.cumsum(gaps + np.concatenate([[0], lengths[:-1]]))
+    if len(run_starts) and run_starts[-1] + lengths[-1] > block_count:
+        raise BlockSetError(f"block structure names ids beyond the {block_count} blocks of the mesh")
+    first_index = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    return np.repeat(run_starts - first_index, lengths) + np.arange(lengths.sum())
+
+
+def decode(data: bytes, block_count: int = UINT32_IDS) -> tuple[np.ndarray, bytes | None]:
+    """uint32 block ids and the content section (None if absent) coded by :func:`encode`; every
+    id must be below ``block_count`` (callers that know the mesh pass its block count)."""
     if not data:
         raise BlockSetError("empty block structure")
     flags = data[0]
@@ -139,16 +173,12 @@ def decode(data: bytes) -> tuple[np.ndarray, bytes | None]:
     content = None
     if flags & _HAS_CONTENT:
         content, end = _sized_section(data, end)
-    pairs = varint_decode(_unpack(runs, bool(flags & _RUNS_ZSTD))).astype(np.int64)
-    if pairs.size % 2:
-        raise BlockSetError("block structure is truncated")
-    gaps, lengths = pairs[0::2], pairs[1::2]
-    first_index = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    run_starts = np.cumsum(gaps + np.concatenate([[0], lengths[:-1]]))
-    ordered = np.repeat(run_starts - first_index, lengths) + np.arange(lengths.sum())
+    ordered = _sorted_ids(varint_decode(_unpack(runs, bool(flags & _RUNS_ZSTD), 2 * block_count)), block_count)
     if not flags & _HAS_ORDER:
         return ordered.astype(np.uint32), content
-    rank = np.cumsum(_unzigzag(varint_decode(_unpack(data[end:], bool(flags & _ORDER_ZSTD)))))
+    rank = np.cumsum(_unzigzag(varint_decode(_unpack(data[end:], bool(flags & _ORDER_ZSTD), len(ordered)))))
     if len(rank) != len(ordered) or (len(rank) and (rank.min() < 0 or rank.max() >= len(ordered))):
         raise BlockSetError("block order does not match the block set")
+    if len(np.unique(rank)) != len(rank):  # why: a repeated rank listed one block twice
+        raise BlockSetError("block order lists a block twice")
     return ordered[rank].astype(np.uint32), content

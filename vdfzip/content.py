@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import zstandard
 
-from .blockset import BlockSetError, varint_decode, varint_encode
+from .blockset import VARINT_BYTES, BlockSetError, bounded_decompress, varint_decode, varint_encode
 from .mesh import block_coordinates
 from .vlasiator import VelocityMesh
 
@@ -60,11 +60,12 @@ def decode(data: bytes, block_ids: np.ndarray, mesh: VelocityMesh) -> np.ndarray
     """The content-block mask coded by :func:`encode` for the same block ids."""
     if not data or data[0] > 1:
         raise BlockSetError("content-block set has no valid flag byte")
-    try:
-        raw = zstandard.ZstdDecompressor().decompress(data[1:]) if data[0] else data[1:]
-    except zstandard.ZstdError as exc:
-        raise BlockSetError(f"content-block set does not decompress: {exc}") from exc
-    differs = np.cumsum(varint_decode(raw).astype(np.int64))
+    limit = VARINT_BYTES * len(block_ids)  # one varint per block at most
+    raw = bounded_decompress(data[1:], limit, BlockSetError, "content-block set") if data[0] else data[1:]
+    gaps = varint_decode(raw)
+    if len(gaps) and int(gaps.max()) >= len(block_ids):  # why: a gap ≥ 2⁶³ turned negative in int64
+        raise BlockSetError("content-block set names blocks the cell does not have")
+    differs = np.cumsum(gaps.astype(np.int64))
     if len(differs) and differs[-1] >= len(block_ids):
         raise BlockSetError("content-block set names blocks the cell does not have")
     content = interior(block_ids, mesh)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-import zstandard
 
 from . import __version__, blockset, content, vlsv
 from .codecs import Codec, get_codec
@@ -90,8 +89,57 @@ def encode_structure(block_ids: np.ndarray, keep_order: bool, content_set: np.nd
 def decode_structure(structure: bytes, mesh: VelocityMesh) -> tuple[np.ndarray, np.ndarray | None]:
     """Block ids in the decoded order and the content-block mask (None without one) of
     :func:`encode_structure`'s bytes."""
-    ids, section = blockset.decode(structure)
+    ids, section = blockset.decode(structure, mesh.block_count)
     return ids, None if section is None else content.decode(section, ids, mesh)
+
+
+def _is_int(value) -> bool:
+    """A JSON integer (JSON's true and false are Python ints too)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_float_dtype(value) -> bool:
+    """A numpy dtype string of floats, the only values a population holds."""
+    try:
+        return isinstance(value, str) and np.dtype(value).kind == "f"
+    except (TypeError, ValueError):
+        return False
+
+
+def _replaced_element(tag: str, entry) -> vlsv.Element | None:
+    """The footer entry of a replaced array as the header stores it, or None if it is malformed."""
+    if not isinstance(entry, dict) or not _is_int(entry.get("offset")) or entry["offset"] < 0:
+        return None
+    attrs = entry.get("attrs")
+    if not isinstance(attrs, dict) or not all(isinstance(v, str) for v in attrs.values()):
+        return None
+    element = vlsv.Element(ORIGINAL[tag], attrs, entry["offset"])
+    return None if element.size_problem() else element
+
+
+def _header_problem(header: dict) -> str | None:
+    """What makes a parsed vdfzip header unusable, or None: each field the reader uses must be
+    there with its type. Why: a header whose CRC matches may still come from a buggy or foreign
+    writer, and its fields reached the reader's KeyErrors and TypeErrors unchecked."""
+    codecs, checksums, replaces = header.get("codecs"), header.get("checksums"), header.get("replaces")
+    if not isinstance(codecs, list) or not codecs or not all(
+        isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("config"), dict) for c in codecs
+    ):
+        return "has no valid codec list"
+    if not isinstance(checksums, dict) or not all(_is_int(checksums.get(k)) for k in ("index", "moments")):
+        return "has no valid checksums"
+    if not _is_float_dtype(header.get("dtype")):
+        return f"has an invalid dtype {header.get('dtype')!r}"
+    if not isinstance(replaces, dict) or set(replaces) != set(ORIGINAL) or any(
+        _replaced_element(tag, entry) is None for tag, entry in replaces.items()
+    ):
+        return "does not describe the four replaced arrays"
+    threshold = header.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+        return f"has a non-numeric threshold {threshold!r}"
+    if not isinstance(header.get("profile", {}), dict):
+        return "has an invalid profile"
+    return None
 
 
 def is_compressed(file: vlsv.VlsvFile) -> bool:
@@ -123,15 +171,18 @@ class CompressedPopulation:
     def __init__(self, file: vlsv.VlsvFile, name: str):
         self.file, self.name = file, name
         self.header = self._read_header()
-        self.codecs: list[Codec] = [get_codec(c["id"], **c["config"]) for c in self.header["codecs"]]
+        self.codecs: list[Codec] = self._read_codecs()
+        self._records = file.element("VDFZIP_RECORDS", name=name)
         self.index = self._read_index()
         moments = file.read("VDFZIP_MOMENTS", name=name)
         self._verify(moments, "moments", "VDFZIP_MOMENTS")
+        if moments.shape != (len(self.index), MOMENT_COLUMNS):
+            raise CorruptFileError(f"{self._where()}: VDFZIP_MOMENTS has shape {moments.shape}, not one row per cell")
         self.moment_columns = moments
         sizes = self.index["structure_bytes"].astype(np.int64) + self.index["payload_bytes"]
         self.record_offsets = np.concatenate([[0], np.cumsum(sizes)])
         self.block_offsets = np.concatenate([[0], np.cumsum(self.index["blocks"], dtype=np.int64)])
-        self._records = file.element("VDFZIP_RECORDS", name=name)
+        self._check_replaced()
         if self._records.arraysize != self.record_offsets[-1]:
             raise CorruptFileError(
                 f"{file.path}: population {name}: VDFZIP_RECORDS holds {self._records.arraysize} bytes, "
@@ -156,7 +207,12 @@ class CompressedPopulation:
         text = self.file.read(element).tobytes()
         if str(checksum(text)) != element.attrs.get("crc32"):
             raise CorruptFileError(f"{self._where()}: the vdfzip header fails its checksum")
-        header = json.loads(text)
+        try:
+            header = json.loads(text)
+        except ValueError as exc:  # why: also UnicodeDecodeError, a ValueError
+            raise CorruptFileError(f"{self._where()}: the vdfzip header is not JSON: {exc}") from exc
+        if not isinstance(header, dict):
+            raise CorruptFileError(f"{self._where()}: the vdfzip header is not a JSON object")
         if header.get("format") not in READABLE_FORMATS:
             raise UnsupportedFormatError(
                 f"{self._where()}: vdfzip format version {header.get('format')} (written by vdfzip "
@@ -168,20 +224,48 @@ class CompressedPopulation:
                 "values and content flags in the wrong block order; it cannot be decoded correctly: encode the "
                 "original again"
             )
+        problem = _header_problem(header)
+        if problem:
+            raise CorruptFileError(f"{self._where()}: the vdfzip header {problem}")
         return header
+
+    def _read_codecs(self) -> list[Codec]:
+        """The header's codec chain. Why: a config its codec rejects (unknown key, wrong type or
+        value) raised the constructor's TypeError or ValueError."""
+        try:
+            return [get_codec(c["id"], **c["config"]) for c in self.header["codecs"]]
+        except (TypeError, ValueError) as exc:
+            raise CorruptFileError(f"{self._where()}: the vdfzip header has a codec config it rejects: {exc}") from exc
 
     def _verify(self, array: np.ndarray, key: str, tag: str) -> None:
         if checksum(array) != self.header["checksums"][key]:
             raise CorruptFileError(f"{self._where()}: {tag} fails its checksum")
 
     def _read_index(self) -> np.ndarray:
+        """The index rows. Their count is bounded before decompressing: every cell's record holds at
+        least the two header bytes of its block structure."""
         packed = self.file.read("VDFZIP_INDEX", name=self.name)
         self._verify(packed, "index", "VDFZIP_INDEX")
-        try:
-            raw = zstandard.ZstdDecompressor().decompress(packed.tobytes())
-        except zstandard.ZstdError as exc:
-            raise CorruptFileError(f"{self._where()}: VDFZIP_INDEX does not decompress: {exc}") from exc
-        return np.frombuffer(raw, INDEX_DTYPE)
+        limit = self._records.arraysize // 2 * INDEX_DTYPE.itemsize
+        raw = blockset.bounded_decompress(packed.tobytes(), limit, CorruptFileError, f"{self._where()}: VDFZIP_INDEX")
+        if len(raw) % INDEX_DTYPE.itemsize:
+            raise CorruptFileError(f"{self._where()}: VDFZIP_INDEX holds {len(raw)} bytes, not whole rows")
+        index = np.frombuffer(raw, INDEX_DTYPE)
+        if len(index) and int(index["codec"].max()) >= len(self.codecs):  # why: such cells were never decoded
+            raise CorruptFileError(f"{self._where()}: VDFZIP_INDEX names a codec the header does not list")
+        return index
+
+    def _check_replaced(self) -> None:
+        """The replaced arrays must have the sizes decoding writes: one row per cell, one per block,
+        one row of wid³ values per block. Why: the writer raised a ValueError on any other."""
+        rows = {"CELLSWITHBLOCKS": (self.cell_count, 1), "BLOCKSPERCELL": (self.cell_count, 1),
+                "BLOCKIDS": (self.block_count, 1), "BLOCKVARIABLE": (self.block_count, self.mesh.cells_per_block)}
+        for tag, element in self.original.items():
+            if (element.arraysize, element.vectorsize) != rows[tag]:
+                raise CorruptFileError(
+                    f"{self._where()}: the header gives the original {tag} {element.arraysize} rows of "
+                    f"{element.vectorsize}, the index describes {rows[tag][0]} rows of {rows[tag][1]}"
+                )
 
     @cached_property
     def mesh(self) -> VelocityMesh:
@@ -210,8 +294,7 @@ class CompressedPopulation:
     @property
     def original(self) -> dict[str, vlsv.Element]:
         """The replaced arrays' footer entries (offsets as in the original file), by original tag."""
-        replaced = self.header["replaces"]
-        return {ORIGINAL[tag]: vlsv.Element(ORIGINAL[tag], entry["attrs"], entry["offset"]) for tag, entry in replaced.items()}
+        return {ORIGINAL[tag]: _replaced_element(tag, entry) for tag, entry in self.header["replaces"].items()}
 
     @property
     def compressed_bytes(self) -> int:

@@ -95,6 +95,22 @@ class Element:
         """True if this element has ``tag`` and every attribute in ``attrs`` (as the C++ reader)."""
         return self.tag == tag and all(self.attrs.get(k) == str(v) for k, v in attrs.items())
 
+    def size_problem(self) -> str | None:
+        """What makes the size attributes unusable (missing, not integers, negative, a dimension of
+        2⁶³ bytes or more), or None. Why the last two: they passed the bounds check (``nbytes``
+        negative, or 0 when the other dimension is) and then broke ``read`` with an IndexError or
+        a ValueError of numpy, which cannot shape such an array even when it is empty."""
+        missing = [k for k in SIZE_ATTRIBUTES if k not in self.attrs]
+        if missing:
+            return f"lacks {', '.join(missing)}"
+        try:
+            sizes = (self.arraysize, self.vectorsize, self.datasize)
+        except ValueError:
+            return "has a non-integer size"
+        if min(sizes) < 0:
+            return "has a negative size"
+        return "has a dimension of 2⁶³ bytes or more" if max(sizes[:2]) * sizes[2] >= 1 << 63 else None
+
     def describe(self) -> str:
         """A short human name, e.g. ``BLOCKIDS name=proton``."""
         keys = [k for k in ("name", "mesh") if k in self.attrs]
@@ -113,13 +129,9 @@ def _parse_footer(text: str, path: Path) -> list[Element]:
         position = match.end()
         attrs = dict(_ATTRIBUTE.findall(match.group(2)))
         element = Element(match.group(1), attrs, int(match.group(3)))
-        missing = [k for k in SIZE_ATTRIBUTES if k not in attrs]
-        if missing:
-            raise CorruptFooterError(f"{path}: footer element {element.describe()} lacks {', '.join(missing)}")
-        try:
-            element.arraysize, element.vectorsize, element.datasize  # noqa: B018 (validates integers)
-        except ValueError as exc:
-            raise CorruptFooterError(f"{path}: footer element {element.describe()} has a non-integer size") from exc
+        problem = element.size_problem()
+        if problem:
+            raise CorruptFooterError(f"{path}: footer element {element.describe()} {problem}")
         elements.append(element)
     if inner[position:].strip():
         raise CorruptFooterError(f"{path}: unparsable footer near {inner[position:][:60]!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import zstandard
 
+from ..blockset import bounded_decompress
 from . import Codec, PayloadError, register_codec
 from ..vlasiator import VelocityMesh
 
@@ -41,10 +42,7 @@ class Lossless(Codec):
             raise PayloadError("lossless payload has no valid dtype byte")
         dtype = _DTYPES[payload[1]]
         count = len(block_ids) * mesh.cells_per_block
-        try:
-            shuffled = zstandard.ZstdDecompressor().decompress(payload[2:], max_output_size=count * dtype.itemsize)
-        except zstandard.ZstdError as exc:
-            raise PayloadError(f"lossless payload does not decompress: {exc}") from exc
+        shuffled = bounded_decompress(payload[2:], count * dtype.itemsize, PayloadError, "lossless payload")
         if len(shuffled) != count * dtype.itemsize:
             raise PayloadError(f"lossless payload holds {len(shuffled)} bytes, expected {count * dtype.itemsize}")
         raw = np.frombuffer(shuffled, np.uint8).reshape(dtype.itemsize, count).T

@@ -16,12 +16,14 @@ codes are zstd-compressed); float32 mixture (components × 10); float32 quantiza
 
 from __future__ import annotations
 
+import numbers
 import struct
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import zstandard
 
+from ..blockset import bounded_decompress
 from ..kernels import mlp as kernel
 from ..kernels.launch import launch_per_item
 from ..mesh import voxel_velocities
@@ -53,6 +55,17 @@ class _Prepared:
     weight: np.ndarray
 
 
+def _check_network_options(scale, **counts) -> None:
+    """Refuse what :class:`Architecture` lets through but decoding trips on: counts that are not
+    integers, a negative seed or scale. Why: a stored config must fail when the header is read,
+    not with a TypeError or ValueError in the first decode."""
+    for name, value in counts.items():
+        if not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {value!r}")
+    if counts["seed"] < 0 or not scale >= 0:
+        raise ValueError(f"seed and scale must be non-negative, got {counts['seed']} and {scale}")
+
+
 @register_codec
 class MlpCodec(Codec):
     """Per-cell neural fields; architecture and training options are the constructor's keywords.
@@ -65,6 +78,7 @@ class MlpCodec(Codec):
 
     def __init__(self, *, fourier=8, width=12, hidden_layers=2, activation="sin", scale=1.5, seed=0,
                  samples=2048, max_steps=2000, quantized_steps=50, rate=1e-2, bits=8):
+        _check_network_options(scale, fourier=fourier, width=width, hidden_layers=hidden_layers, seed=seed)
         self.architecture = Architecture(fourier, width, hidden_layers, activation, scale, seed)
         if not 2 <= bits <= 8:
             raise ValueError(f"bits must be in [2, 8], got {bits}")
@@ -161,9 +175,9 @@ class MlpCodec(Codec):
         centre = np.zeros((cells, _MAX_COMPONENTS, 3))
         precision = np.zeros((cells, _MAX_COMPONENTS, 3, 3))
         for c, payload in enumerate(payloads):
-            mixture, theta[c] = self._parse(payload)
+            mixture, derived, theta[c] = self._parse(payload)
             k = mixture.components
-            precision[c, :k], mean[c], whiten[c] = mixture.derived()
+            precision[c, :k], mean[c], whiten[c] = derived
             amplitude[c, :k], centre[c, :k] = mixture.amplitude, mixture.centre
         sizes = np.array([len(ids) for ids in block_ids], dtype=np.int64)
         ids = np.concatenate(block_ids).astype(np.int64) if cells else np.zeros(0, np.int64)
@@ -179,8 +193,8 @@ class MlpCodec(Codec):
         launch_per_item(kernel.infer_cuda, out.size, *on_device, out)
         return out.get()
 
-    def _parse(self, payload: bytes) -> tuple[Mixture, np.ndarray]:
-        """The mixture and float32 parameters of one payload."""
+    def _parse(self, payload: bytes) -> tuple[Mixture, tuple, np.ndarray]:
+        """The mixture, its :meth:`Mixture.derived` arrays and the float32 parameters of one payload."""
         self.check_version(payload)
         arch = self.architecture
         try:
@@ -193,10 +207,11 @@ class MlpCodec(Codec):
             steps = np.frombuffer(payload, "<f4", 2 * len(arch.layers), start)
             body = payload[start + steps.nbytes :]
             if flags & _ZSTD_FLAG:
-                body = zstandard.ZstdDecompressor().decompress(body, max_output_size=arch.parameter_count)
+                body = bounded_decompress(body, arch.parameter_count, PayloadError, "mlp weight codes")
             codes = np.frombuffer(body, np.int8)
             if codes.size != arch.parameter_count:
                 raise ValueError(f"{codes.size} weights where the network has {arch.parameter_count}")
-        except (ValueError, struct.error, zstandard.ZstdError) as error:
+            derived = mixture.derived()  # why here: a singular or indefinite mixture raised LinAlgError
+        except (ValueError, struct.error, np.linalg.LinAlgError) as error:
             raise PayloadError(f"corrupted mlp payload: {error}") from None
-        return mixture, dequantize(arch, codes[None], steps[None])[0]
+        return mixture, derived, dequantize(arch, codes[None], steps[None])[0]

@@ -59,6 +59,7 @@ import numpy as np
 import zstandard
 from threadpoolctl import ThreadpoolController
 
+from ..blockset import bounded_decompress
 from ..mesh import block_coordinates, to_dense
 from ..vlasiator import VelocityMesh
 from . import Codec, PayloadError, Target, ToleranceNotMetError, register_codec
@@ -142,6 +143,18 @@ class Domain:
 
     def inverse(self, y: np.ndarray) -> np.ndarray:
         return inverse_transform(y, self.transform, self.scale, self.floor, self.knee)
+
+
+def _check_domain(domain: Domain) -> None:
+    """Refuse a stored domain no encoder writes. Why: a log floor or loglin knee of 0 divided by
+    zero in Python floats (ZeroDivisionError) when the payload was decoded."""
+    finite = all(np.isfinite(x) for x in (domain.scale, domain.floor, domain.knee))
+    if not finite or domain.scale <= 0:
+        raise PayloadError(f"octree payload has a scale {domain.scale} (or floor, knee) not finite and positive")
+    if domain.transform == "log" and not 0 < domain.floor < 1:
+        raise PayloadError(f"octree payload has a log floor {domain.floor} outside (0, 1)")
+    if domain.transform == "loglin" and not 0 < domain.floor < domain.knee:
+        raise PayloadError(f"octree payload has a loglin floor {domain.floor} not in (0, knee {domain.knee})")
 
 
 # ---------------------------------------------------------------- decomposition
@@ -442,6 +455,8 @@ class OctreeCodec(Codec):
     @_one_blas_thread
     def decode_cell(self, payload, block_ids, mesh):
         self.check_version(payload)
+        if not len(block_ids):  # why: no bounding box (a ValueError); encoders store such cells losslessly
+            raise PayloadError("an octree payload for a cell without blocks")
         corners, shape = block_corners(block_ids, mesh)
         domain, q = self._unpack(payload, shape)
         if domain.scale == 0.0:
@@ -464,14 +479,15 @@ class OctreeCodec(Codec):
             offset += _SHAPE.size
             codes = np.frombuffer(payload, dtype=np.uint8, count=sum(ranks), offset=offset)
             offset += sum(ranks)
-            data = zstandard.ZstdDecompressor().decompress(payload[offset:]) if scale else b""
-        except (struct.error, IndexError, ValueError, zstandard.ZstdError) as error:
+        except (struct.error, IndexError, ValueError) as error:
             raise PayloadError(f"corrupted or truncated octree payload: {error}") from None
         if scale == 0.0:
             return domain, self._empty()
+        _check_domain(domain)
         if any(r > n for r, n in zip(ranks, shape)):
             raise PayloadError(f"octree payload ranks {tuple(ranks)} do not fit a box of {shape}: wrong block ids?")
         sizes = [n * r for n, r in zip(shape, ranks)] + [int(np.prod(ranks))]
+        data = bounded_decompress(payload[offset:], 4 * sum(sizes), PayloadError, "octree payload")  # ≤ 4 planes
         ints = np.split(unzigzag(unpack_planes(data, planes, sum(sizes))), np.cumsum(sizes)[:-1])
         split_codes = tuple(np.split(codes, np.cumsum(ranks)[:-1]))
         factor_ints = tuple(i.reshape(n, r) for i, n, r in zip(ints, shape, ranks))
