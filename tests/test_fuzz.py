@@ -514,7 +514,7 @@ def decode_everything(path: Path, out: Path) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@fuzz_settings(300)
+@fuzz_settings(200)
 @given(data=st.data())
 def test_edited_headers_decode_or_refuse(scratch, data):
     source = data.draw(st.sampled_from(HEADER_SOURCES), label="source")
@@ -525,7 +525,7 @@ def test_edited_headers_decode_or_refuse(scratch, data):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@fuzz_settings(200)
+@fuzz_settings(150)
 @given(data=st.data())
 def test_edited_codec_configs_decode_or_refuse(scratch, data):
     source = data.draw(st.sampled_from(HEADER_SOURCES), label="source")
