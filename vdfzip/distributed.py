@@ -83,18 +83,14 @@ def agreed(comm, step: Callable[[], T]) -> T:
 def write_pieces(file, pieces: list[tuple[int, memoryview | bytes]], comm) -> None:
     """Collective writes (``Write_at_all``) of this rank's ``(offset, bytes)`` pieces, split to at
     most :data:`MAX_WRITE` bytes a call; ranks with fewer calls join the others' with empty ones."""
+    from mpi4py import MPI
+
     calls = []
     for offset, data in pieces:
         view = memoryview(data).cast("B")
         calls += [(offset + start, view[start : start + MAX_WRITE]) for start in range(0, len(view), MAX_WRITE)]
-    rounds = comm.allreduce(len(calls), op=_max())
+    rounds = comm.allreduce(len(calls), op=MPI.MAX)
     empty = np.zeros(0, np.uint8)
     for k in range(rounds):
         offset, view = calls[k] if k < len(calls) else (0, empty)
         file.Write_at_all(offset, view)
-
-
-def _max():
-    from mpi4py import MPI
-
-    return MPI.MAX

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from . import distributed, integrity, layout, vlsv
 from .encode import EncodedPopulation, PopulationSummary, encode_population, population_arrays
@@ -24,11 +25,6 @@ from .fileio import atomic_output
 
 #: Copied arrays are split into pieces of this size, dealt to the ranks in turn.
 COPY_CHUNK = 1 << 26
-
-
-class _NoProgress:
-    def update(self, _cells: int) -> None:
-        pass
 
 
 def encode_on_ranks(comm, file, selected, chain, tol, profile, keep_order, batch_cells, output: Path,
@@ -43,8 +39,8 @@ def encode_on_ranks(comm, file, selected, chain, tol, profile, keep_order, batch
             for p in selected:
                 spool = stack.enter_context(tempfile.TemporaryFile(dir=output.parent))
                 window = distributed.rank_ranges(p.offsets, ranks)[rank]
-                mine[p.name] = encode_population(p, chain, tol, profile, keep_order, batch_cells, spool, _NoProgress(),
-                                                 best_of, cells=window)
+                mine[p.name] = encode_population(p, chain, tol, profile, keep_order, batch_cells, spool,
+                                                 tqdm(disable=True), best_of, cells=window)
 
         distributed.agreed(comm, encode_my_cells)
         whole = _gather(comm, selected, mine, chain)
