@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 # the project's torch range does not pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart clean
+.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart bench-speed clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ bench-mlp: install-dev
 
 bench-e2e: install
 	$(BIN)/python bench/end_to_end.py --markdown bench/RESULTS-e2e.md
+
+# encode/decode MB/s of vdfzip (default, --profile core, --method lossless) beside ZFP and SZ3
+bench-speed: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python bench/speed.py --markdown bench/RESULTS-speed.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
