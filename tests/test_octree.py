@@ -240,3 +240,53 @@ def test_loglin_transform_inverts_and_is_smooth_at_the_knee():
     slope = np.diff(y) / np.diff(f)
     np.testing.assert_allclose(slope[[4, 5]], 1 / knee, rtol=2e-3)  # C¹: both sides of the knee
     assert np.all(np.diff(y) >= 0)
+
+
+def _coarsest_by_bisection(excess, low: int, high: int) -> int | None:
+    """The reference: bisection over every exponent, as the codec searched before rate control."""
+    if excess(low) > 1:
+        return None
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if excess(middle) <= 1 else (low, middle)
+    return low
+
+
+@pytest.mark.parametrize("fixed", [0.0, 0.3, 0.9, 0.99])
+@pytest.mark.parametrize("offset", [-40, 0, 25])
+def test_core_step_search_finds_the_bound_in_few_probes(fixed, offset):
+    """On the error model the search assumes, √(a² + (c·s)²), it lands within one exponent of
+    the coarsest step that meets the target (what a full bisection finds) in at most 1 +
+    _MAX_PROBES probes, from guesses off by up to 5 octaves, and every answer meets."""
+    rng = np.random.default_rng(abs(offset) + int(100 * fixed))
+    for _ in range(20):
+        low, high = -200, 48
+        slope = 1.0 / octree.core_step(int(rng.integers(low + 50, high - 10)))
+        probes = []
+
+        def excess(exponent, slope=slope, probes=probes):
+            probes.append(exponent)
+            return float(np.hypot(fixed, slope * octree.core_step(exponent)))
+
+        reference = _coarsest_by_bisection(excess, low, high)
+        probes.clear()
+        found = octree.search_coarsest(excess, low, high, reference + offset)
+        assert len(probes) <= 1 + octree._MAX_PROBES
+        assert found is not None and excess(found) <= 1
+        assert reference - 1 <= found <= reference
+
+
+def test_core_step_search_refuses_an_infeasible_row_in_one_probe():
+    probes = []
+    assert octree.search_coarsest(lambda e: probes.append(e) or 1.5, -100, 40, 0) is None
+    assert probes == [-100]
+
+
+def test_core_step_search_meets_on_a_noisy_excess():
+    """Where the excess is not the model (a tail percentile jumps), the answer still meets."""
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        noise = rng.uniform(0.9, 1.1, size=400)
+        excess = lambda e: 0.5 + 0.5 * octree.core_step(e + 120) * noise[e + 200]  # noqa: E731
+        found = octree.search_coarsest(excess, -200, 100, int(rng.integers(-100, 50)))
+        assert found is not None and excess(found) <= 1

@@ -60,9 +60,16 @@ class Target:
 
     def met(self, decoded: np.ndarray, original: np.ndarray) -> bool:
         """Do a cell's decoded values meet the target against its original values?"""
-        if relative_l2(decoded, original) > self.rel_l2:
-            return False
-        return self.tail_tol is None or self.tail_p95(decoded, original) <= self.tail_tol
+        return self.excess(decoded, original) <= 1.0
+
+    def excess(self, decoded: np.ndarray, original: np.ndarray) -> float:
+        """How far a cell's decoded values are from the target: the largest of rel L2 / ``rel_l2``
+        and tail p95 / ``tail_tol`` (≤ 1: met). Rate control steers by it; the tails are measured
+        only when rel L2 is met, since a miss there already decides."""
+        excess = relative_l2(decoded, original) / self.rel_l2
+        if self.tail_tol is None or excess > 1.0:
+            return excess
+        return max(excess, self.tail_p95(decoded, original) / self.tail_tol)
 
     def tail_p95(self, decoded: np.ndarray, original: np.ndarray) -> float:
         """95th percentile of the log10 error over the voxels with content (0 if none)."""

@@ -34,7 +34,8 @@ Value transforms (``transform=``): ``linear`` (default, cheapest on the L2 metri
 at 3e-3·max, linear above, C¹ at the knee, floored at a tenth of the sparsity threshold): the
 tolerance is always met on linear f. ``loglin`` matches the restart profile's two bounds, an
 absolute error in the core (rel L2) and a relative one in the tails (log10 error). ``auto``
-tries linear, sqrt, cbrt and loglin and keeps the smallest payload that meets the target: the
+tries linear, sqrt, cbrt and loglin (under a tail bound: sqrt, cbrt and loglin, and not cbrt
+for bounds of 0.2 decades or looser) and keeps the smallest payload that meets the target: the
 restart profile's tail bound picks the transform per cell. Measured on the 72 restart cells at
 rel L2 1e-2 with ``bench/restart_profile.py``, before and after loglin joined the ladder: file
 ratio 49.8 → 53.2 with tails within 0.3 decades, 31.9 → 32.0 at 0.1 (cbrt wins almost every cell
@@ -65,11 +66,17 @@ from ..vlasiator import VelocityMesh
 from . import Codec, PayloadError, Target, ToleranceNotMetError, register_codec
 
 _TRANSFORMS = ("linear", "sqrt", "log", "cbrt", "loglin")  # payload byte = position
-#: What ``transform="auto"`` tries, cheapest on rel L2 first; with a tail bound linear is left
-#: out: it kept the tails on no cell of the shock restart or the synthetic restarts, and its
-#: failed attempts (every budget row bisected in vain) cost a quarter of the encode time (72
-#: restart cells: 20.5 s → 14.9 s without it, the same bytes).
+#: What ``transform="auto"`` tries, cheapest on rel L2 first.
 _LADDER = ("linear", "sqrt", "cbrt", "loglin")
+#: What it tries under a tail bound. Linear kept the tails on no cell of the shock restart or the
+#: synthetic restarts, and its failed attempts cost a quarter of the encode time (72 restart
+#: cells: 20.5 s → 14.9 s without it, the same bytes). cbrt was the smallest on 4 of the 72
+#: restart cells at the default 0.3 decades (sqrt on 27, loglin on 41), and without it the
+#: payloads grow by 0.09% for a third less encode work; at 0.1 decades cbrt wins almost every
+#: cell, so tighter bounds than LOOSE_TAILS keep it.
+_TAIL_LADDER = ("sqrt", "cbrt", "loglin")
+_LOOSE_TAIL_LADDER = ("sqrt", "loglin")
+LOOSE_TAILS = 0.2
 #: y-domain share of the tolerance per transform: a rel error in sqrt(f) doubles in f.
 _TRANSFORM_GAIN = {"linear": 1.0, "sqrt": 0.5, "log": 0.1, "cbrt": 1 / 3, "loglin": 1.0}
 #: loglin: the knee (relative to the cell's max) and the floor (relative to the sparsity threshold).
@@ -86,7 +93,9 @@ _HEADER = struct.Struct("<BBd")
 _SHAPE = struct.Struct("<3HhB")
 _FLOOR = struct.Struct("<d")
 _LOGLIN = struct.Struct("<dd")
-_ZSTD_LEVEL = 19
+#: Measured on the 216 final payloads of the 72 shock-restart cells (4.3 MB of byte planes):
+#: level 15 gives 582.4 kB in 0.22 s, level 19 581.7 kB in 0.65 s, level 12 602.5 kB.
+_ZSTD_LEVEL = 15
 
 
 @dataclass(frozen=True)
@@ -306,6 +315,67 @@ def quantize_factors(tucker: Tucker, error: float) -> tuple[tuple, tuple]:
     return codes, ints
 
 
+# ---------------------------------------------------------------- rate control
+
+#: Probes of the core-step search besides the finest step's; it then keeps the coarsest step that
+#: met the target.
+_MAX_PROBES = 6
+
+
+def search_coarsest(excess, low: int, high: int, guess: int) -> int | None:
+    """A coarse exponent in ``[low, high)`` whose ``excess`` is ≤ 1: the coarsest, or one within
+    about an exponent of it (at most ``_MAX_PROBES`` probes after the first); None when ``low``
+    misses too.
+
+    Instead of bisecting all 31 octaves a core step may span, the search models the excess as
+    ``√(a² + (c·s)²)`` in the step ``s = 2**(exponent / 8)``: ``a`` the errors that do not depend
+    on the core step (truncation, factor rounding), ``c·s`` the core's rounding. ``low`` is probed
+    first (it decides whether the row is feasible and measures ``a``), then ``guess``; each later
+    probe goes where the model through the bracket's two ends (or the two steps that met, before
+    any miss) puts the bound, kept strictly inside the bracket."""
+    points = {low: excess(low)}
+    if points[low] > 1.0:
+        return None
+    met, missed = low, high
+    exponent = min(max(guess, low + 1), high - 1)
+    for _ in range(_MAX_PROBES):
+        points[exponent] = ratio = excess(exponent)
+        if ratio <= 1.0:
+            met = max(met, exponent)
+        else:
+            missed = min(missed, exponent)
+        if missed - met <= 1 or _next_step_misses(points, low, met):
+            break
+        exponent = _model_probe(points, met, missed)
+    return met
+
+
+def _next_step_misses(points: dict[int, float], low: int, met: int) -> bool:
+    """Does the model say that one exponent coarser than ``met`` misses? (``a`` taken as the
+    excess at ``low``, where the core's rounding is negligible.)"""
+    fixed = points[low] ** 2
+    return fixed + (points[met] ** 2 - fixed) * core_step(1) ** 2 > 1.0
+
+
+def _model_probe(points: dict[int, float], met: int, missed: int) -> int:
+    """The exponent the step model of :func:`search_coarsest` puts the bound at, strictly between
+    ``met`` and ``missed``: through the bracket's ends once a step missed, else through the finest
+    and the coarsest step that met (then at most two octaves coarser than the latter)."""
+    probed_miss = missed in points
+    first = met if probed_miss else min(points)
+    second = missed if probed_miss else met
+    (r1, r2), (s1, s2) = (points[first], points[second]), (core_step(first), core_step(second))
+    slope = (r2 * r2 - r1 * r1) / (s2 * s2 - s1 * s1) if s2 > s1 else 0.0  # c²
+    fixed = max(r1 * r1 - slope * s1 * s1, 0.0)  # a²
+    fallback = (met + missed) // 2 if probed_miss else met + _CORE_SCALE
+    if not (np.isfinite(slope) and slope > 0 and fixed < 1.0):
+        return min(fallback, missed - 1)
+    proposal = int(np.floor(_CORE_SCALE * np.log2(np.sqrt((1.0 - fixed) / slope))))
+    if not probed_miss:
+        proposal = min(proposal, met + 2 * _CORE_SCALE)
+    return proposal if met < proposal < missed else min(fallback, missed - 1)
+
+
 # ---------------------------------------------------------------- the codec
 
 _BLAS = ThreadpoolController()
@@ -358,7 +428,8 @@ class OctreeCodec(Codec):
             return self._pack(Domain("linear", scale), self._empty())  # a cell of zeros: any transform
         transforms = (self.transform,)
         if self.transform == "auto":
-            transforms = _LADDER if target.tail_tol is None else tuple(t for t in _LADDER if t != "linear")
+            transforms = _LADDER if target.tail_tol is None else (
+                _LOOSE_TAIL_LADDER if target.tail_tol >= LOOSE_TAILS else _TAIL_LADDER)
         domains = [d for t in transforms if (d := self._domain(t, scale, target)) is not None]
         payloads = [p for d in domains if (p := self._encode_in(d, block_ids, original, mesh, target))]
         if not payloads:
@@ -406,7 +477,7 @@ class OctreeCodec(Codec):
         return Quantized(codes, (empty, empty, empty), 0, np.zeros((0, 0, 0), dtype=np.int64))
 
     def _quantize(self, box, tucker, factor_error, original, decode, target: Target) -> Quantized | None:
-        """Quantized factors, a least-squares core and the coarsest core step whose decoded values
+        """Quantized factors, a least-squares core and a coarse core step whose decoded values
         (``decode`` of the dequantized decomposition) meet ``target`` over the stored voxels; None
         when even the finest core step misses it."""
         codes, ints = quantize_factors(tucker, factor_error)
@@ -419,17 +490,17 @@ class OctreeCodec(Codec):
         def attempt(exponent: int) -> Quantized:
             return Quantized(codes, ints, exponent, np.rint(core / core_step(exponent)).astype(np.int64))
 
-        def meets(candidate: Quantized) -> bool:
-            return target.met(decode(candidate.tucker()), original)
+        def excess(exponent: int) -> float:
+            return target.excess(decode(attempt(exponent).tucker()), original)
 
-        high = int(np.ceil(_CORE_SCALE * np.log2(top))) + _CORE_SCALE
+        high = int(np.ceil(_CORE_SCALE * np.log2(top))) + _CORE_SCALE  # coarser than any useful step
         low = high - _CORE_SCALE * (_CORE_RANGE + 1)
-        if not meets(attempt(low)):
-            return None
-        while high - low > 1:  # invariant: low meets tol, high is coarser than any useful step
-            middle = (low + high) // 2
-            low, high = (middle, high) if meets(attempt(middle)) else (low, middle)
-        return attempt(low)
+        # rounding with step s adds ~s·√(n/12) over the n core entries: start where that is half
+        # the remaining error budget (the transform's gain and the factors' rounding aside)
+        budget = target.rel_l2 * float(np.linalg.norm(box))
+        guess = int(np.floor(_CORE_SCALE * np.log2(0.5 * budget * np.sqrt(12.0 / core.size))))
+        exponent = search_coarsest(excess, low, high, guess)
+        return None if exponent is None else attempt(exponent)
 
     @staticmethod
     def _values(tucker: Tucker, domain: Domain, corners: np.ndarray, mesh: VelocityMesh) -> np.ndarray:
