@@ -81,7 +81,7 @@ def test_tail_metrics_keys_and_pooling():
 
 
 def test_target_checks_rel_l2_and_tails_and_tightens():
-    from vdfzip.codecs import Target
+    from vdfzip.codecs import Target, relative_l2
 
     f = np.array([[1.0, 1e-3, 1e-5, 1e-9]])  # threshold 1e-6: three voxels with content
     half = f * np.array([[1.0, 1.0, 0.5, 1.0]])  # the 1e-5 voxel off by log10(2) = 0.30 decades
@@ -90,9 +90,9 @@ def test_target_checks_rel_l2_and_tails_and_tightens():
     assert not Target(1e-2, tail_tol=0.25, threshold=1e-6).met(half, f)
     assert not Target(1e-7, tail_tol=0.35, threshold=1e-6).met(half, f)
     assert Target(1e-2, tail_tol=0.25, threshold=1e-6).tail_p95(half, f) == pytest.approx(0.9 * np.log10(2), rel=0.02)
-    tighter = Target(1e-2, tail_tol=0.3, threshold=1e-6).tighter().tighter()
-    assert tighter.rel_l2 == pytest.approx(2.5e-3) and tighter.tail_tol == pytest.approx(0.3 / 1.25**2)
-    tails = Target(1e-2, tail_tol=0.3, threshold=1e-6).tighter(tails_only=True)
-    assert tails.rel_l2 == 1e-2 and tails.tail_tol == pytest.approx(0.24)
-    assert Target(1e-2).tighter(tails_only=True).rel_l2 == 5e-3  # no tail bound: rel L2 it is
+    tighter = Target(1e-2, tail_tol=0.3, threshold=1e-6).tighter(0.5, 0.8)
+    assert tighter.rel_l2 == pytest.approx(5e-3) and tighter.tail_tol == pytest.approx(0.24)
+    assert tighter.threshold == 1e-6 and Target(1e-2).tighter(0.5, 0.8).tail_tol is None
+    assert Target(1e-2, tail_tol=0.25, threshold=1e-6).excess(half, f) == pytest.approx(0.9 * np.log10(2) / 0.25, rel=0.02)
+    assert Target(1e-7).excess(half, f) == pytest.approx(relative_l2(half, f) / 1e-7)
     assert Target.of(3e-2) == Target(3e-2) and Target.of(tighter) is tighter

@@ -47,12 +47,6 @@ class Target:
     tail_tol: float | None = None
     threshold: float = 0.0
 
-    #: Each tighter retry divides tail_tol by this (and rel_l2 by 2 unless only the tails were
-    #: missed): the tails' p95 moves little under the moment restoration and the content
-    #: enforcement (the 17 of 72 shock-restart cells they pushed over 0.3 ended at 0.30–0.45),
-    #: so a small step suffices.
-    TAIL_TIGHTENING = 1.25
-
     @classmethod
     def of(cls, target: Target | float) -> Target:
         """A target from a plain rel L2 tolerance (library callers) or a target."""
@@ -75,10 +69,10 @@ class Target:
         """95th percentile of the log10 error over the voxels with content (0 if none)."""
         return float(cell_log10_p95(decoded, original, np.array([0, len(original)]), self.threshold)[0])
 
-    def tighter(self, tails_only: bool = False) -> Target:
-        """The target of the next tighter retry (rel L2 kept when only the tails were missed)."""
-        tail = None if self.tail_tol is None else self.tail_tol / self.TAIL_TIGHTENING
-        return replace(self, rel_l2=self.rel_l2 if tails_only and tail else self.rel_l2 / 2, tail_tol=tail)
+    def tighter(self, rel_l2_factor: float, tail_factor: float = 1.0) -> Target:
+        """This target with its rel L2 and tail bounds multiplied by the given factors."""
+        tail = None if self.tail_tol is None else self.tail_tol * tail_factor
+        return replace(self, rel_l2=self.rel_l2 * rel_l2_factor, tail_tol=tail)
 
     def __str__(self) -> str:
         tails = "" if self.tail_tol is None else f" with tails within {self.tail_tol:g} decades (p95)"
