@@ -52,7 +52,7 @@ def _golden_cell(path: Path):
     """(block ids, mesh, structure, payload, codec id) of the first proton cell of a golden file."""
     with CompressedFile(path) as f:
         p = f.populations["proton"]
-        structure, payload = p.record(0)
+        structure, _, payload = p.record(0)
         return p.block_ids(0).copy(), p.mesh, structure, payload, p.codecs[int(p.index["codec"][0])].codec_id
 
 

@@ -61,7 +61,7 @@ def _golden_cell(name: str):
     """(codec, block ids, structure, payload, mesh) of the first proton cell of a golden file."""
     with CompressedFile(GOLDEN / f"{name}.vdfz.vlsv") as f:
         p = f.populations[POPULATION]
-        structure, payload = p.record(0)
+        structure, _, payload = p.record(0)
         codec = p.codecs[int(p.index["codec"][0])]
         return codec, p.block_ids(0).copy(), structure, payload, p.mesh
 
@@ -556,8 +556,8 @@ def edited_index(draw) -> bytes:
     rows = np.concatenate([INDEX[:0]] + [INDEX] * draw(st.integers(0, 3)))
     if kind == "fields":
         for _ in range(draw(st.integers(1, 3))):
-            field = draw(st.sampled_from(layout.INDEX_DTYPE.names))
-            limit = 2 ** (8 * layout.INDEX_DTYPE[field].itemsize) - 1
+            field = draw(st.sampled_from(INDEX.dtype.names))
+            limit = 2 ** (8 * INDEX.dtype[field].itemsize) - 1
             if len(rows):
                 rows[field][draw(st.integers(0, len(rows) - 1))] = draw(st.integers(0, limit) | st.integers(0, 3))
     if kind == "bomb":

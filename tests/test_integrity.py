@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from vdfzip import integrity, synth, vlsv
+from vdfzip import integrity, layout, synth, vlsv
 from vdfzip.check import check_file
 from vdfzip.cli import main
 from vdfzip.decode import decode_file
@@ -108,7 +108,7 @@ def test_check_reports_what_it_checked(capsys, files):
     out = capsys.readouterr().out
     assert out.startswith(f"{compressed}: OK,") and "4 cell records" in out and "every cell decoded" in out
     report = check_file(compressed, deep=True)
-    assert report.cells == 4 and report.worst_moment_error <= 1e-6 and report.format == 2
+    assert report.cells == 4 and report.worst_moment_error <= 1e-6 and report.format == layout.FORMAT_VERSION
     assert main(["check", str(source)]) == 2
     assert "is not a vdfzip-compressed file" in capsys.readouterr().err
 

@@ -167,7 +167,8 @@ def test_robustness(tmp_path, capsys, fullf):
 def test_unknown_format_version_and_codec_are_refused(tmp_path, capsys, fullf):
     out = tmp_path / "f.vdfz.vlsv"
     encode_file(fullf, out, method="lossless", progress=False)
-    for old, new, expected in ((b'"format": 2', b'"format": 9', "format version 9"),
+    current = f'"format": {layout.FORMAT_VERSION}'.encode()
+    for old, new, expected in ((current, b'"format": 9', "format version 9"),
                                (b'"id": "lossless"', b'"id": "losslesX"', "unknown codec 'losslesX'")):
         data = out.read_bytes()
         with vlsv.read(out) as f:

@@ -32,6 +32,7 @@ class Projection:
     converged: np.ndarray  # (ncells,) bool
     iterations: int
     residual: np.ndarray  # (ncells,) max |moment error| in units of n (and n·vth, n·vth²)
+    multipliers: np.ndarray  # (ncells, 10): the λ applied (0 for cells that did not converge)
 
 
 def target_sums(target: Moments, mesh: VelocityMesh, centers: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -157,4 +158,12 @@ def restore_moments(
 
     converged = residual <= tolerance
     lams[~converged] = 0.0
-    return Projection(problem.apply(lams), converged, iteration, residual)
+    return Projection(problem.apply(lams), converged, iteration, residual, lams)
+
+
+def apply_multipliers(block_ids, values, offsets, mesh: VelocityMesh, target: Moments, multipliers) -> np.ndarray:
+    """``max(values, 0)·exp(λ·φ)`` with given per-cell multipliers ``λ`` (``φ`` normalised by
+    ``target``'s bulk velocity and thermal speed, as :func:`restore_moments` solves them): the
+    restoration without the solve, for multipliers stored at encode time."""
+    problem, _, _ = _setup(block_ids, values, offsets, mesh, target)
+    return problem.apply(np.asarray(multipliers, dtype=np.float64))

@@ -74,7 +74,7 @@ class CompressedFile:
         batch = CellBatch(population, start, records.cell_ids, records.offsets, records.block_ids, np.zeros((0, 0)))
         result = reconstruct(
             batch, records.payloads, records.codecs, p.codecs, records.moments, p.mesh, p.dtype,
-            records.content_set, p.threshold,
+            records.content_set, p.threshold, records.restorations,
         )
         for held, what in ((result.moments_restored, "moments not restored"),
                          (result.content_kept, "content-block set not restored")):

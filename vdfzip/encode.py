@@ -1,8 +1,9 @@
 """``encode_file``: compress a whole restart file, streamed cell batch by cell batch.
 
-Encoding runs each cell down the codec chain: a codec's payload is decoded, the ten moments are
-restored (and in the restart profile the content-block set enforced) and the float result is
-checked against the profile's target, exactly as decoding will do; cells that miss are retried
+Encoding runs each cell down the codec chain: a codec's payload is decoded, the multipliers that
+restore the ten moments are solved (in the restart profile with the content-block set enforced
+between rounds) and stored with the payload, and the float result is checked against the
+profile's target, exactly as decoding will apply them; cells that miss are retried
 with a tighter codec target, then with the next codec, and the always-available ``lossless``
 codec ends every chain. Payloads go to an unnamed spool file beside the output, so memory holds
 one batch plus a few bytes of index per cell.
@@ -30,7 +31,8 @@ from .codecs import Codec, Target, codec_ids, get_codec
 from .errors import VdfzipError
 from .fileio import check_output_path
 from .profiles import Profile, resolve_profile
-from .reconstruct import LOSSLESS, Reconstruction, cell_rel_l2, cell_rows, reconstruct, select_moments, subset_offsets
+from .reconstruct import (LOSSLESS, Reconstruction, cell_rel_l2, cell_rows, decode_payloads, restored, select_moments,
+                          solve_restoration, subset_offsets)
 from .vlasiator import CellBatch, Population, VlasiatorFile
 
 log = logging.getLogger("vdfzip")
@@ -169,6 +171,7 @@ class EncodedBatch:
 
     batch: CellBatch  # the input cells, their blocks in the decoded order
     structures: list[bytes]  # per cell: block-structure bytes
+    restorations: list[bytes]  # per cell: restoration multipliers of the accepted payload (lossless: none)
     payloads: list[bytes]  # per cell: the accepted codec payload
     codec_of_cell: np.ndarray  # per cell: the codec's position in the chain
     errors: np.ndarray  # per cell: rel L2 of the decoded values
@@ -211,6 +214,7 @@ def encode_batch(
     stored_moments = layout.columns_to_moments(columns, population.mass)
     cells = len(batch)
     payloads: list[bytes | None] = [None] * cells
+    kept: list[bytes] = [b""] * cells  # per cell: the restoration bytes of its accepted payload
     codec_of_cell = np.full(cells, -1)
     errors = np.zeros(cells)
     values = np.empty(np.shape(batch.values), dtype=population.dtype)
@@ -227,7 +231,8 @@ def encode_batch(
             tried = np.array(sorted(candidates), dtype=int)
             if not len(tried):
                 break
-            result = _reconstruct_subset(batch, tried, candidates, codec, stored_moments, population, stored_content)
+            result, restorations = _reconstruct_subset(batch, tried, candidates, codec, stored_moments, population,
+                                                       stored_content)
             rel_l2, tails = _errors(batch, tried, result.values, target)
             ok = result.restored & (((rel_l2 <= target.rel_l2) & (tails <= (target.tail_tol or np.inf))) | lossless)
             tried_offsets = subset_offsets(batch.offsets, tried)
@@ -238,13 +243,13 @@ def encode_batch(
                     outcomes[c] = outcome
                     continue
                 del codec_targets[c]
-                if payloads[c] is None or len(candidates[c]) < len(payloads[c]):
-                    payloads[c], codec_of_cell[c], errors[c] = candidates[c], position, rel_l2[i]
+                if payloads[c] is None or len(candidates[c]) + len(restorations[i]) < len(payloads[c]) + len(kept[c]):
+                    payloads[c], kept[c], codec_of_cell[c], errors[c] = candidates[c], restorations[i], position, rel_l2[i]
                     values[batch.offsets[c] : batch.offsets[c + 1]] = result.values[tried_offsets[i] : tried_offsets[i + 1]]
             codec_targets = {c: t for c, t in codec_targets.items() if t.rel_l2 >= MIN_CODEC_TOL}
     if np.any(codec_of_cell < 0):
         raise VdfzipError(f"population {population.name}: cells left without a codec (the chain must end in lossless)")
-    return EncodedBatch(batch, structures, payloads, codec_of_cell, errors, columns, values)
+    return EncodedBatch(batch, structures, kept, payloads, codec_of_cell, errors, columns, values)
 
 
 def _structure(batch: CellBatch, i: int, keep_order: bool, content_set, population: Population) -> bytes:
@@ -344,15 +349,24 @@ def _retry_target(latest: _Outcome, previous: _Outcome | None, target: Target, r
     )
 
 
-def _reconstruct_subset(batch, cells, candidates, codec, moments, population: Population, content_set) -> Reconstruction:
-    """What decoding ``cells``' candidate payloads gives, as :class:`CompressedFile` decodes them."""
+def _reconstruct_subset(batch, cells, candidates, codec, moments, population: Population, content_set
+                        ) -> tuple[Reconstruction, list[bytes]]:
+    """What decoding ``cells``' candidate payloads gives, as :class:`CompressedFile` decodes them,
+    with the restoration bytes solved for them (empty for lossless cells)."""
     rows = cell_rows(batch.offsets, cells)
     sub = CellBatch(batch.population, 0, batch.cell_ids[cells], subset_offsets(batch.offsets, cells),
                     batch.block_ids[rows], np.zeros((0, 0)))
-    return reconstruct(
-        sub, [candidates[c] for c in cells], np.zeros(len(cells), int), [codec], select_moments(moments, cells),
-        population.mesh, population.dtype, None if content_set is None else content_set[rows], population.threshold,
-    )
+    payloads, first = [candidates[c] for c in cells], np.zeros(len(cells), int)
+    decoded = decode_payloads(sub, payloads, first, [codec], population.mesh)
+    target, keep = select_moments(moments, cells), None if content_set is None else content_set[rows]
+    if codec.codec_id == LOSSLESS:
+        restorations, solved = [b""] * len(cells), np.ones(len(cells), dtype=bool)
+    else:
+        restorations, solved = solve_restoration(sub.block_ids, decoded, sub.offsets, population.mesh, target, keep,
+                                                 population.threshold)
+    result = restored(sub, decoded, first, [codec], target, population.mesh, population.dtype, keep,
+                      population.threshold, restorations)
+    return replace(result, moments_restored=result.moments_restored & solved), restorations
 
 
 def encode_population(
@@ -368,11 +382,12 @@ def encode_population(
     for batch in population.batches(max_blocks=MAX_BATCH_BLOCKS, max_cells=batch_cells, cells=(first, stop)):
         encoded = encode_batch(batch, population, chain, profile, tol, keep_order, best_of)
         row = batch.first - first
-        for i, (structure, payload) in enumerate(zip(encoded.structures, encoded.payloads)):
-            record = structure + payload
+        for i, (structure, restoration, payload) in enumerate(zip(encoded.structures, encoded.restorations,
+                                                                   encoded.payloads)):
+            record = structure + restoration + payload
             spool.write(record)
             index[row + i] = (
-                batch.cell_ids[i], np.diff(batch.offsets)[i], len(structure), len(payload),
+                batch.cell_ids[i], np.diff(batch.offsets)[i], len(structure), len(restoration), len(payload),
                 encoded.codec_of_cell[i], layout.checksum(record),
             )
         moments[row : row + len(batch)] = encoded.moment_columns

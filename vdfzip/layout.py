@@ -12,7 +12,8 @@ BLOCKSPERCELL      VDFZIP_MOMENTS      float64 (cells, 10): n, V, Pxx Pyy Pzz Px
 BLOCKIDS           VDFZIP_HEADER       JSON text: versions, options, codecs, the original
                                        arrays' footer attributes, checksums
 BLOCKVARIABLE      VDFZIP_RECORDS      per cell: block-structure bytes (with the content-block
-                                       set in the restart profile), then codec payload
+                                       set in the restart profile), restoration multipliers
+                                       (lossy cells, format ≥ 3), then codec payload
 =================  ==================  =====================================================
 """
 
@@ -31,10 +32,11 @@ from .errors import CorruptFileError, VdfzipError
 from .physics import PRESSURE_COMPONENTS, Moments
 from .vlasiator import VelocityMesh, cell_ranges, parse_config, particle_mass, read_velocity_mesh, sparsity_threshold
 
-#: Version 2 added the whole-file checksums (:mod:`vdfzip.integrity`). Every reader reads every
-#: older version (docs/format.md).
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+#: Version 2 added the whole-file checksums (:mod:`vdfzip.integrity`), version 3 each lossy cell's
+#: restoration multipliers (decoding applies them instead of solving for them). Every reader
+#: reads every older version (docs/format.md).
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 REPLACEMENT = {
     "CELLSWITHBLOCKS": "VDFZIP_INDEX",
     "BLOCKSPERCELL": "VDFZIP_MOMENTS",
@@ -47,11 +49,14 @@ INDEX_DTYPE = np.dtype(
         ("cell_id", "<u8"),
         ("blocks", "<u4"),
         ("structure_bytes", "<u4"),
+        ("restoration_bytes", "<u2"),
         ("payload_bytes", "<u4"),
         ("codec", "u1"),
         ("crc32", "<u4"),
     ]
 )
+#: The index rows of formats 1 and 2: no restoration bytes.
+LEGACY_INDEX_DTYPE = np.dtype([(name, INDEX_DTYPE[name]) for name in INDEX_DTYPE.names if name != "restoration_bytes"])
 MOMENT_COLUMNS = 10
 
 
@@ -91,6 +96,12 @@ def decode_structure(structure: bytes, mesh: VelocityMesh) -> tuple[np.ndarray, 
     :func:`encode_structure`'s bytes."""
     ids, section = blockset.decode(structure, mesh.block_count)
     return ids, None if section is None else content.decode(section, ids, mesh)
+
+
+def record_sizes(index: np.ndarray) -> np.ndarray:
+    """Bytes of every cell's record (structure, restoration multipliers, payload), as int64."""
+    sizes = index["structure_bytes"].astype(np.int64) + index["payload_bytes"]
+    return sizes + index["restoration_bytes"] if "restoration_bytes" in index.dtype.names else sizes
 
 
 def _is_int(value) -> bool:
@@ -160,6 +171,7 @@ class CellRecords:
     offsets: np.ndarray  # block offsets, relative, len = cells + 1
     block_ids: np.ndarray
     payloads: list[bytes]
+    restorations: list[bytes] | None  # per cell: its restoration multipliers (format ≥ 3), else None
     codecs: np.ndarray  # index into CompressedPopulation.codecs
     moments: Moments
     content_set: np.ndarray | None  # per block: has content (restart profile), else None
@@ -179,8 +191,7 @@ class CompressedPopulation:
         if moments.shape != (len(self.index), MOMENT_COLUMNS):
             raise CorruptFileError(f"{self._where()}: VDFZIP_MOMENTS has shape {moments.shape}, not one row per cell")
         self.moment_columns = moments
-        sizes = self.index["structure_bytes"].astype(np.int64) + self.index["payload_bytes"]
-        self.record_offsets = np.concatenate([[0], np.cumsum(sizes)])
+        self.record_offsets = np.concatenate([[0], np.cumsum(record_sizes(self.index))])
         self.block_offsets = np.concatenate([[0], np.cumsum(self.index["blocks"], dtype=np.int64)])
         self._check_replaced()
         if self._records.arraysize != self.record_offsets[-1]:
@@ -248,9 +259,10 @@ class CompressedPopulation:
         self._verify(packed, "index", "VDFZIP_INDEX")
         limit = self._records.arraysize // 2 * INDEX_DTYPE.itemsize
         raw = blockset.bounded_decompress(packed.tobytes(), limit, CorruptFileError, f"{self._where()}: VDFZIP_INDEX")
-        if len(raw) % INDEX_DTYPE.itemsize:
+        dtype = self.index_dtype
+        if len(raw) % dtype.itemsize:
             raise CorruptFileError(f"{self._where()}: VDFZIP_INDEX holds {len(raw)} bytes, not whole rows")
-        index = np.frombuffer(raw, INDEX_DTYPE)
+        index = np.frombuffer(raw, dtype)
         if len(index) and int(index["codec"].max()) >= len(self.codecs):  # why: such cells were never decoded
             raise CorruptFileError(f"{self._where()}: VDFZIP_INDEX names a codec the header does not list")
         return index
@@ -266,6 +278,15 @@ class CompressedPopulation:
                     f"{self._where()}: the header gives the original {tag} {element.arraysize} rows of "
                     f"{element.vectorsize}, the index describes {rows[tag][0]} rows of {rows[tag][1]}"
                 )
+
+    @property
+    def index_dtype(self) -> np.dtype:
+        return LEGACY_INDEX_DTYPE if self.header["format"] < 3 else INDEX_DTYPE
+
+    @property
+    def stores_restorations(self) -> bool:
+        """Does each lossy cell carry its restoration multipliers (format ≥ 3)?"""
+        return self.header["format"] >= 3
 
     @cached_property
     def mesh(self) -> VelocityMesh:
@@ -301,17 +322,19 @@ class CompressedPopulation:
         """Bytes the file spends on this population's VDF: the four vdfzip arrays."""
         return sum(self.file.element(tag, name=self.name).nbytes for tag in ORIGINAL)
 
-    def record(self, cell: int) -> tuple[bytes, bytes]:
-        """(block-structure bytes, payload) of one cell, checked against its CRC."""
+    def record(self, cell: int) -> tuple[bytes, bytes, bytes]:
+        """(block-structure bytes, restoration bytes, payload) of one cell, checked against its CRC
+        (no restoration bytes before format 3)."""
         data = self.file.read_rows(self._records, int(self.record_offsets[cell]), int(self.record_offsets[cell + 1]))
         data = data.tobytes()
         if checksum(data) != int(self.index["crc32"][cell]):
             raise CorruptFileError(f"{self._where()}: cell {int(self.cell_ids[cell])} (#{cell}) fails its checksum")
         split = int(self.index["structure_bytes"][cell])
-        return data[:split], data[split:]
+        payload = split + (int(self.index["restoration_bytes"][cell]) if self.stores_restorations else 0)
+        return data[:split], data[split:payload], data[payload:]
 
     def block_ids(self, cell: int) -> np.ndarray:
-        structure, _ = self.record(cell)
+        structure, _, _ = self.record(cell)
         return self._decode_structure(cell, structure)[0]
 
     def _decode_structure(self, cell: int, structure: bytes) -> tuple[np.ndarray, np.ndarray | None]:
@@ -323,13 +346,14 @@ class CompressedPopulation:
 
     def cells(self, start: int, stop: int) -> CellRecords:
         """The stored records of cells ``[start, stop)``: block ids, payloads, codecs, moments."""
-        ids, masks, payloads = [], [], []
+        ids, masks, payloads, restorations = [], [], [], []
         for cell in range(start, stop):
-            structure, payload = self.record(cell)
+            structure, restoration, payload = self.record(cell)
             cell_ids, mask = self._decode_structure(cell, structure)
             ids.append(cell_ids)
             masks.append(mask)
             payloads.append(payload)
+            restorations.append(restoration)
         with_content = [m for m in masks if m is not None]
         if with_content and len(with_content) != len(masks):
             raise CorruptFileError(f"{self._where()}: some cells lack their content-block set")
@@ -340,6 +364,7 @@ class CompressedPopulation:
             offsets=offsets,
             block_ids=np.concatenate(ids) if ids else np.zeros(0, np.uint32),
             payloads=payloads,
+            restorations=restorations if self.stores_restorations else None,
             codecs=self.index["codec"][start:stop],
             moments=columns_to_moments(self.moment_columns[start:stop], self.mass),
             content_set=np.concatenate(with_content) if with_content else None,

@@ -89,8 +89,7 @@ def _layout(file, whole, tol, profile, keep_order) -> dict:
         if source.tag in layout.REPLACEMENT and source.name in whole:
             tag, data, attrs = arrays[source.name][source.tag]
             if data is None:
-                records = whole[source.name].index
-                size = int(records["structure_bytes"].astype(np.int64).sum() + records["payload_bytes"].sum())
+                size = int(layout.record_sizes(whole[source.name].index).sum())
                 entry = {"tag": tag, "attrs": vlsv.array_attrs(np.uint8, size, 1, **attrs), "records": source.name}
             else:
                 raw = bytes(vlsv.little_endian_bytes(data))

@@ -14,6 +14,7 @@ import numpy as np
 
 from . import conservation, content
 from .codecs import Codec
+from .errors import CorruptFileError
 from .physics import Moments
 from .vlasiator import CellBatch, VelocityMesh
 
@@ -44,6 +45,18 @@ def cell_rows(offsets: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in cells]) if len(cells) else np.zeros(0, int)
 
 
+def decode_payloads(batch: CellBatch, payloads: Sequence[bytes], codec_of_cell: np.ndarray, codecs: Sequence[Codec],
+                    mesh: VelocityMesh) -> np.ndarray:
+    """float64 values of every cell of ``batch`` as its codec decodes its payload."""
+    values = np.empty((len(batch.block_ids), mesh.cells_per_block))
+    for index, codec in enumerate(codecs):
+        cells = np.flatnonzero(codec_of_cell == index)
+        if len(cells):
+            values[cell_rows(batch.offsets, cells)] = codec.decode_cells(
+                [payloads[c] for c in cells], [batch.cell(c)[0] for c in cells], mesh)
+    return values
+
+
 def reconstruct(
     batch: CellBatch,
     payloads: Sequence[bytes],
@@ -54,29 +67,55 @@ def reconstruct(
     dtype: np.dtype,
     content_set: np.ndarray | None = None,
     threshold: float = 0.0,
+    restorations: Sequence[bytes] | None = None,
 ) -> Reconstruction:
-    """Values of every cell of ``batch`` (its ``values`` are ignored) from its payload and codec.
+    """Values of every cell of ``batch`` (its ``values`` are ignored) from its payload and codec:
+    :func:`restored` of :func:`decode_payloads`."""
+    decoded = decode_payloads(batch, payloads, codec_of_cell, codecs, mesh)
+    return restored(batch, decoded, codec_of_cell, codecs, moments, mesh, dtype, content_set, threshold, restorations)
+
+
+def restored(
+    batch: CellBatch,
+    decoded: np.ndarray,
+    codec_of_cell: np.ndarray,
+    codecs: Sequence[Codec],
+    moments: Moments,
+    mesh: VelocityMesh,
+    dtype: np.dtype,
+    content_set: np.ndarray | None = None,
+    threshold: float = 0.0,
+    restorations: Sequence[bytes] | None = None,
+) -> Reconstruction:
+    """The cells' final values from their codecs' ``decoded`` values.
 
     Lossless cells are returned exactly as stored; the others are clipped at 0 and reweighted
     so their density, velocity and pressure tensor equal ``moments``, and given a per-block
-    ``content_set`` (restart profile), exactly those blocks reach ``threshold``; every cell's
-    result is then checked against that set in the stored dtype. Each cell's values depend on
-    its own payload, blocks and moments only, never on the other cells of the batch, so the
-    encoder's check on a few cells sees the bytes the decoder writes in any batch.
+    ``content_set`` (restart profile), exactly those blocks reach ``threshold``: by the
+    multipliers stored per cell in ``restorations`` (format ≥ 3: one pass per round, no solve), or
+    for older files by solving them here (:func:`restore`). Every cell's result is then checked
+    against the content set in the stored dtype. Each cell's values depend on its own payload,
+    blocks, moments and multipliers only, never on the other cells of the batch, so the encoder's
+    check on a few cells sees the bytes the decoder writes in any batch.
     """
     values = np.empty((len(batch.block_ids), mesh.cells_per_block), dtype=dtype)
     moments_ok = np.ones(len(batch), dtype=bool)
-    for index, codec in enumerate(codecs):
-        cells = np.flatnonzero(codec_of_cell == index)
-        if not len(cells):
-            continue
+    lossless = np.isin(codec_of_cell, [i for i, c in enumerate(codecs) if c.codec_id == LOSSLESS])
+    if lossless.any():
+        rows = cell_rows(batch.offsets, np.flatnonzero(lossless))
+        values[rows] = decoded[rows].astype(dtype)
+    cells = np.flatnonzero(~lossless)
+    if len(cells):
         rows, offsets = cell_rows(batch.offsets, cells), subset_offsets(batch.offsets, cells)
-        decoded = codec.decode_cells([payloads[c] for c in cells], [batch.cell(c)[0] for c in cells], mesh)
-        if codec.codec_id != LOSSLESS:
-            target = select_moments(moments, cells)
-            keep = None if content_set is None else content_set[rows]
-            decoded, moments_ok[cells] = restore(batch.block_ids[rows], decoded, offsets, mesh, target, keep, threshold)
-        values[rows] = decoded.astype(dtype)
+        target = select_moments(moments, cells)
+        keep = None if content_set is None else content_set[rows]
+        if restorations is None:
+            lossy, moments_ok[cells] = restore(batch.block_ids[rows], decoded[rows], offsets, mesh, target, keep, threshold)
+        else:
+            multipliers = [unpack_multipliers(restorations[c]) for c in cells]
+            lossy = apply_restoration(batch.block_ids[rows], decoded[rows], offsets, mesh, target, multipliers, keep,
+                                      threshold)
+        values[rows] = lossy.astype(dtype)
     kept = np.ones(len(batch), dtype=bool)
     if content_set is not None:
         wrong_rows = np.flatnonzero(content.content_blocks(values, threshold) != content_set)
@@ -96,7 +135,9 @@ MAX_ROUNDS = 8
 
 
 def restore(block_ids, values, offsets, mesh, target: Moments, content_set, threshold) -> tuple[np.ndarray, np.ndarray]:
-    """Restored values and per cell whether the moments hold. With a ``content_set`` the
+    """Restored values and per cell whether the moments hold, solved at decode time as files of
+    formats 1 and 2 need it (later formats store the multipliers: :func:`solve_restoration`).
+    With a ``content_set`` the
     restoration and the enforcement of the set alternate: the enforcement moves values of the
     threshold's size (which can carry pressure far out in a cold cell's tails), the next
     restoration corrects that with factors ever closer to 1, until the moments hold as they stand.
@@ -121,6 +162,83 @@ def restore(block_ids, values, offsets, mesh, target: Moments, content_set, thre
         if not len(pending):
             break
     return values, converged & (residual <= conservation.ENFORCED_RESIDUAL)
+
+
+#: Stored restoration multipliers: ten float32 per round. float32 halves their bytes, and since
+#: every round after the first starts from the values the rounded multipliers gave, only the last
+#: round's rounding reaches the moments (≲ 1e-8, ENFORCED_RESIDUAL, checked by the encoder).
+MULTIPLIER_DTYPE = np.dtype("<f4")
+MULTIPLIERS_PER_ROUND = conservation.kernel.BASIS  # one per moment of φ = (1, u, u⊗u)
+
+
+def pack_multipliers(rounds: np.ndarray) -> bytes:
+    """The restoration bytes of a cell: its (rounds, 10) multipliers, round by round."""
+    return np.ascontiguousarray(rounds, dtype=MULTIPLIER_DTYPE).tobytes()
+
+
+def unpack_multipliers(data: bytes) -> np.ndarray:
+    """(rounds, 10) float64 multipliers from a cell's restoration bytes (≥ 1 round, finite)."""
+    size = MULTIPLIERS_PER_ROUND * MULTIPLIER_DTYPE.itemsize
+    if not data or len(data) % size or len(data) // size > MAX_ROUNDS:
+        raise CorruptFileError(f"restoration of {len(data)} bytes: not 1 to {MAX_ROUNDS} rounds of {size}")
+    rounds = np.frombuffer(data, MULTIPLIER_DTYPE).reshape(-1, MULTIPLIERS_PER_ROUND).astype(np.float64)
+    if not np.isfinite(rounds).all():
+        raise CorruptFileError("restoration multipliers that are not finite")
+    return rounds
+
+
+def _restoration_round(block_ids, values, offsets, mesh, target: Moments, multipliers, content_set, threshold):
+    """One round: reweight by ``multipliers`` (clipping at 0), then enforce the content set."""
+    values = conservation.apply_multipliers(block_ids, values, offsets, mesh, target, multipliers)
+    return values if content_set is None else content.enforce(values, content_set, threshold)
+
+
+def solve_restoration(block_ids, decoded, offsets, mesh, target: Moments, content_set, threshold
+                      ) -> tuple[list[bytes], np.ndarray]:
+    """Per cell, the restoration bytes that make its decoded values' moments equal ``target``
+    (and with a ``content_set``, keep exactly those blocks at the threshold), and whether they do.
+
+    Each round solves the multipliers for the values as the previous rounds left them, rounds them
+    to float32 and applies them as :func:`apply_restoration` will, content enforcement included;
+    a cell leaves the rounds once its moments hold to ENFORCED_RESIDUAL, so its multipliers do not
+    depend on the other cells of the batch."""
+    cells = len(offsets) - 1
+    values = np.array(decoded, dtype=np.float64)
+    rounds: list[list[np.ndarray]] = [[] for _ in range(cells)]
+    converged = np.ones(cells, dtype=bool)
+    residual = np.full(cells, np.inf)
+    pending = np.arange(cells)
+    for _ in range(MAX_ROUNDS):
+        rows, sub_offsets = cell_rows(offsets, pending), subset_offsets(offsets, pending)
+        sub_target = select_moments(target, pending)
+        keep = None if content_set is None else content_set[rows]
+        projection = conservation.restore_moments(block_ids[rows], values[rows], sub_offsets, mesh, sub_target)
+        multipliers = projection.multipliers.astype(MULTIPLIER_DTYPE).astype(np.float64)
+        values[rows] = _restoration_round(block_ids[rows], values[rows], sub_offsets, mesh, sub_target, multipliers,
+                                          keep, threshold)
+        for i, c in enumerate(pending):
+            rounds[c].append(multipliers[i])
+        converged[pending] &= projection.converged
+        residual[pending] = conservation.moment_residual(block_ids[rows], values[rows], sub_offsets, mesh, sub_target)
+        pending = pending[converged[pending] & (residual[pending] > conservation.ENFORCED_RESIDUAL)]
+        if not len(pending):
+            break
+    return [pack_multipliers(np.stack(r)) for r in rounds], converged & (residual <= conservation.ENFORCED_RESIDUAL)
+
+
+def apply_restoration(block_ids, decoded, offsets, mesh, target: Moments, multipliers: Sequence[np.ndarray],
+                      content_set, threshold) -> np.ndarray:
+    """Decoded values restored by each cell's stored ``multipliers`` ((rounds, 10) per cell):
+    round by round, the cells that have that round, exactly as :func:`solve_restoration` ran them."""
+    values = np.array(decoded, dtype=np.float64)
+    counts = np.array([len(m) for m in multipliers], dtype=int)
+    for r in range(int(counts.max(initial=0))):
+        cells = np.flatnonzero(counts > r)
+        rows, sub_offsets = cell_rows(offsets, cells), subset_offsets(offsets, cells)
+        keep = None if content_set is None else content_set[rows]
+        values[rows] = _restoration_round(block_ids[rows], values[rows], sub_offsets, mesh, select_moments(target, cells),
+                                          np.stack([multipliers[c][r] for c in cells]), keep, threshold)
+    return values
 
 
 def cell_rel_l2(decoded: np.ndarray, original: np.ndarray, offsets: np.ndarray) -> np.ndarray:
