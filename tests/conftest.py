@@ -8,6 +8,9 @@ from pathlib import Path
 # The CUDA twins of the numba kernels run on numba's simulator unless the caller chose
 # otherwise (a GPU runner sets NUMBA_ENABLE_CUDASIM=0). Must happen before numba.cuda loads.
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+# one process per encode and decode: a worker pool per call would cost ~1 s each across the
+# suite; tests/test_jobs.py runs the worker processes explicitly
+os.environ.setdefault("VDFZIP_JOBS", "1")
 
 import pytest  # noqa: E402
 

@@ -72,6 +72,12 @@ def _hint(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _add_jobs(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--jobs", type=_positive_int, metavar="N",
+                         help="worker processes (default: $VDFZIP_JOBS, else every core this process may use; "
+                              "the same output for any N; under an MPI launcher each rank is one process)")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vdfzip", description="Compress Vlasiator velocity distribution functions.")
     parser.add_argument("--version", action="version", version=f"vdfzip {__version__}")
@@ -99,6 +105,7 @@ def _build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--mpi-hint", action="append", type=_hint, default=[], metavar="KEY=VALUE",
                         help="MPI-IO hint for the output under an MPI launcher, e.g. striping_factor=32 on Lustre "
                              "(repeatable)")
+    _add_jobs(encode)
     encode.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     encode.add_argument("--json", action="store_true", help="print the summary as JSON")
     encode.set_defaults(run=_run_encode)
@@ -106,6 +113,7 @@ def _build_parser() -> argparse.ArgumentParser:
     decode = commands.add_parser("decode", help="restore a plain VLSV file from a vdfzip file")
     decode.add_argument("input")
     decode.add_argument("-o", "--output", help="output file (default: INPUT with .vdfz replaced by .decoded)")
+    _add_jobs(decode)
     decode.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     decode.set_defaults(run=_run_decode)
 
@@ -145,6 +153,7 @@ def _run_encode(args) -> int:
         args.input, args.output, tol=args.tol, method=args.method, profile=args.profile, tail_tol=args.tail_tol,
         device=args.device, populations=args.population,
         batch_cells=args.batch_cells, block_order=args.block_order, force=args.force, mpi_hints=dict(args.mpi_hint),
+        jobs=args.jobs,
     )
     if summary is not None:  # under MPI: rank 0 reports for the job
         print(json.dumps(summary, indent=2) if args.json else format_encode_summary(summary))
@@ -155,7 +164,7 @@ def _run_decode(args) -> int:
     from .decode import decode_file
 
     refuse("decode")
-    print(f"wrote {decode_file(args.input, args.output, force=args.force)}")
+    print(f"wrote {decode_file(args.input, args.output, force=args.force, jobs=args.jobs)}")
     return EXIT_OK
 
 

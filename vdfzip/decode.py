@@ -7,6 +7,7 @@ BLOCKVARIABLE differs from the original (lossy values).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Iterator
@@ -15,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import integrity, layout, vlsv
-from .encode import MAX_BATCH_BLOCKS, default_output
+from . import integrity, layout, vlsv, workers
+from .encode import MAX_BATCH_BLOCKS, MIN_BATCH_BLOCKS, batch_blocks, default_output
 from .errors import VdfzipError
 from .fileio import check_output_path
 from .reconstruct import reconstruct
@@ -88,8 +89,22 @@ class CompressedFile:
             yield self.cells(population, start, stop)
 
 
-def _write_original(writer: vlsv.VlsvWriter, compressed: CompressedFile, element: vlsv.Element, bar) -> None:
-    """Write the original array that the vdfzip array ``element`` stands in for."""
+def _decoding_state(compressed: CompressedFile | Path) -> dict:
+    """What decoding batches needs (:mod:`vdfzip.workers`): the compressed file, opened again in
+    a worker process."""
+    return {"file": compressed if isinstance(compressed, CompressedFile) else CompressedFile(compressed)}
+
+
+def _decode_range(state: dict, item: tuple[str, int, int]) -> np.ndarray:
+    """The decoded values of the cells ``[start, stop)`` of a population (``item``: name, start, stop)."""
+    name, start, stop = item
+    return state["file"].cells(name, start, stop).values
+
+
+def _write_original(writer: vlsv.VlsvWriter, compressed: CompressedFile, element: vlsv.Element, bar, mapped,
+                    jobs: int) -> None:
+    """Write the original array that the vdfzip array ``element`` stands in for (the values
+    decoded through ``mapped``, :func:`vdfzip.workers.ordered_map` with ``jobs`` workers)."""
     p = compressed.populations[element.name]
     tag = layout.ORIGINAL[element.tag]
     original = p.original[tag]
@@ -102,9 +117,10 @@ def _write_original(writer: vlsv.VlsvWriter, compressed: CompressedFile, element
             for cell in range(p.cell_count):
                 sink.write(p.block_ids(cell).astype(original.dtype))
         else:
-            for batch in compressed.batches(element.name):
-                sink.write(batch.values.astype(original.dtype))
-                bar.update(len(batch))
+            ranges = p.batches(batch_blocks(p.block_count, jobs))
+            for (start, stop), values in zip(ranges, mapped(_decode_range, [(element.name, a, b) for a, b in ranges])):
+                sink.write(values.astype(original.dtype))
+                bar.update(stop - start)
 
 
 def decode_file(
@@ -113,18 +129,24 @@ def decode_file(
     *,
     force: bool = False,
     progress: bool | None = None,
+    jobs: int | None = None,
 ) -> Path:
-    """Write the plain Vlasiator file that a vdfzip file encodes; returns the output path."""
+    """Write the plain Vlasiator file that a vdfzip file encodes; returns the output path.
+    ``jobs`` worker processes decode batches of cells (default: ``$VDFZIP_JOBS``, else every
+    available core; the same file for any count)."""
+    jobs = workers.resolve_jobs(jobs)
     source = Path(source)
     output = Path(output) if output is not None else default_output(source, ".decoded")
-    with CompressedFile(source) as compressed:
+    with CompressedFile(source) as compressed, contextlib.ExitStack() as stack:
         output = check_output_path(output, inputs=[source], overwrite=force)
         total = sum(p.cell_count for p in compressed.populations.values())
+        jobs = min(jobs, max(1, sum(p.block_count for p in compressed.populations.values()) // MIN_BATCH_BLOCKS))
+        mapped = stack.enter_context(workers.ordered_map(jobs, _decoding_state, (compressed if jobs == 1 else source,)))
         with tqdm(total=total, unit="cell", desc="decode", disable=None if progress is None else not progress) as bar:
             with vlsv.VlsvWriter(output) as writer:
                 for element in compressed.vlsv.write_order():
                     if element.tag in layout.ORIGINAL:
-                        _write_original(writer, compressed, element, bar)
+                        _write_original(writer, compressed, element, bar, mapped, jobs)
                     elif element.tag != integrity.TAG:
                         writer.copy_element(element, compressed.chunks(element))
                 if compressed.manifest is not None:

@@ -26,7 +26,7 @@ import numpy as np
 import zstandard
 from tqdm import tqdm
 
-from . import __version__, blockset, content, distributed, integrity, layout, physics, vlsv
+from . import __version__, blockset, content, distributed, integrity, layout, physics, vlsv, workers
 from .codecs import Codec, Target, codec_ids, get_codec
 from .errors import VdfzipError
 from .fileio import check_output_path
@@ -58,6 +58,8 @@ DEFAULT_BATCH_CELLS = 256
 # ~0.6 GB of RSS whatever the file size (bench/RESULTS-e2e.md); 512 Ki blocks peaked at 1.2 GB
 # for no measurable gain in speed.
 MAX_BATCH_BLOCKS = 1 << 17
+#: The smallest batch worth a worker process's round trip (a few hundred ms of work).
+MIN_BATCH_BLOCKS = 1 << 12
 AUTO = "auto"
 
 
@@ -369,36 +371,93 @@ def _reconstruct_subset(batch, cells, candidates, codec, moments, population: Po
     return replace(result, moments_restored=result.moments_restored & solved), restorations
 
 
+@dataclass(frozen=True)
+class BatchRecords:
+    """What the file keeps of an encoded batch (:class:`EncodedBatch` without the values): what a
+    worker process sends back."""
+
+    first: int
+    cell_ids: np.ndarray
+    blocks: np.ndarray
+    structures: list[bytes]
+    restorations: list[bytes]
+    payloads: list[bytes]
+    codec_of_cell: np.ndarray
+    errors: np.ndarray
+    moment_columns: np.ndarray
+
+
+def _encoding_state(source: Path, chain: list[Codec] | list[tuple[str, dict]], options: tuple) -> dict:
+    """What encoding batches needs (:mod:`vdfzip.workers`): the input, the codecs (rebuilt on
+    the CPU from their ids and configs in a worker process) and the options."""
+    if chain and not isinstance(chain[0], Codec):
+        chain = [get_codec(codec_id, **config) for codec_id, config in chain]
+        for codec in chain:
+            codec.fit_on(np)
+    return {"file": VlasiatorFile(source), "chain": chain, "options": options}
+
+
+def _encode_range(state: dict, item: tuple[str, int, int]) -> BatchRecords:
+    """Encode the cells ``[start, stop)`` of a population (``item``: name, start, stop)."""
+    name, start, stop = item
+    population = state["file"].population(name)
+    profile, tol, keep_order, best_of = state["options"]
+    encoded = encode_batch(population.cells(start, stop), population, state["chain"], profile, tol, keep_order, best_of)
+    b = encoded.batch
+    return BatchRecords(start, b.cell_ids, np.diff(b.offsets), encoded.structures, encoded.restorations,
+                        encoded.payloads, encoded.codec_of_cell, encoded.errors, encoded.moment_columns)
+
+
+def encoding_map(jobs: int, source: Path, chain: list[Codec], tol: float, profile: Profile, keep_order: bool,
+                 best_of: bool, xp=np):
+    """The ordered map :func:`encode_population` encodes batches with: ``jobs`` worker processes,
+    or this process with the codecs as they are (for one job, and where the codecs fit on a GPU,
+    which one process drives)."""
+    options = (profile, tol, keep_order, best_of)
+    if jobs == 1 or xp is not np:
+        return workers.ordered_map(1, _encoding_state, (source, chain, options))
+    return workers.ordered_map(jobs, _encoding_state, (source, [(c.codec_id, c.get_config()) for c in chain], options))
+
+
+def batch_blocks(blocks: int, jobs: int) -> int:
+    """Blocks per batch for ``jobs`` workers sharing ``blocks``: MAX_BATCH_BLOCKS, or small enough
+    that every worker gets about four batches (cells encode alike in any batch, so this changes
+    no byte), but at least MIN_BATCH_BLOCKS."""
+    return MAX_BATCH_BLOCKS if jobs == 1 else int(np.clip(-(-blocks // (4 * jobs)), MIN_BATCH_BLOCKS, MAX_BATCH_BLOCKS))
+
+
 def encode_population(
-    population: Population, chain: list[Codec], tol: float, profile: Profile, keep_order: bool, batch_cells: int,
-    spool: BinaryIO, bar, best_of: bool = False, cells: tuple[int, int] | None = None,
+    population: Population, chain: list[Codec], tol: float, profile: Profile, batch_cells: int, spool: BinaryIO, bar,
+    mapped, cells: tuple[int, int] | None = None, jobs: int = 1,
 ) -> EncodedPopulation:
-    """Encode every cell of a population (or of its range ``cells``: an MPI rank's share); records
-    are appended to ``spool``, index and moments rows are those of the encoded cells."""
+    """Encode every cell of a population (or of its range ``cells``: an MPI rank's share) in
+    batches, through ``mapped`` (:func:`encoding_map` with ``jobs`` workers); records are appended
+    to ``spool`` in cell order, index and moments rows are those of the encoded cells."""
     first, stop = (0, population.cell_count) if cells is None else cells
     index = np.zeros(stop - first, dtype=layout.INDEX_DTYPE)
     moments = np.zeros((stop - first, layout.MOMENT_COLUMNS))
     summary = PopulationSummary(population.name, population.cell_count, population.block_count, population.vdf_bytes)
-    for batch in population.batches(max_blocks=MAX_BATCH_BLOCKS, max_cells=batch_cells, cells=(first, stop)):
-        encoded = encode_batch(batch, population, chain, profile, tol, keep_order, best_of)
-        row = batch.first - first
+    blocks = int(population.offsets[stop] - population.offsets[first])
+    ranges = population.batch_ranges(batch_blocks(blocks, jobs), batch_cells, (first, stop))
+    for encoded in mapped(_encode_range, [(population.name, a, b) for a, b in ranges]):
+        row = encoded.first - first
         for i, (structure, restoration, payload) in enumerate(zip(encoded.structures, encoded.restorations,
                                                                    encoded.payloads)):
             record = structure + restoration + payload
             spool.write(record)
             index[row + i] = (
-                batch.cell_ids[i], np.diff(batch.offsets)[i], len(structure), len(restoration), len(payload),
+                encoded.cell_ids[i], encoded.blocks[i], len(structure), len(restoration), len(payload),
                 encoded.codec_of_cell[i], layout.checksum(record),
             )
-        moments[row : row + len(batch)] = encoded.moment_columns
-        fallen = [int(batch.cell_ids[i]) for i, k in enumerate(encoded.codec_of_cell)
+        moments[row : row + len(encoded.cell_ids)] = encoded.moment_columns
+        fallen = [int(encoded.cell_ids[i]) for i, k in enumerate(encoded.codec_of_cell)
                   if k > 0 and chain[k].codec_id == LOSSLESS]
         if fallen:
             log.warning("population %s: cells %s stored losslessly: no lossy codec met %s "
                         "after moment restoration", population.name, fallen, profile.target(tol, population.threshold))
         summary.methods.update(chain[k].codec_id for k in encoded.codec_of_cell)
         summary.errors.append(encoded.errors)
-        bar.update(len(batch))
+        bar.update(len(encoded.cell_ids))
     return EncodedPopulation(population, chain, index, moments, spool, summary)
 
 
@@ -467,20 +526,24 @@ def encode_file(
     force: bool = False,
     progress: bool | None = None,
     mpi_hints: dict[str, str] | None = None,
+    jobs: int | None = None,
 ) -> dict | None:
     """Compress the VDFs of a VLSV file into a vdfzip VLSV file; returns the summary dict.
 
     ``profile`` is ``restart`` (the default for restart files: content-block set kept, tails
-    within ``tail_tol`` decades) or ``core`` (rel L2 only; the default for other files). Under an
-    MPI launcher with more than one rank every rank takes part (:mod:`vdfzip.mpi_encode`; the same
-    file as one process) and only rank 0 returns the summary; ``mpi_hints`` are MPI-IO hints
-    (e.g. ``striping_factor`` on Lustre)."""
+    within ``tail_tol`` decades) or ``core`` (rel L2 only; the default for other files). ``jobs``
+    worker processes encode batches of cells (default: ``$VDFZIP_JOBS``, else every available
+    core; the same file for any count). Under an MPI launcher with more than one rank every rank
+    takes part instead, one process each (:mod:`vdfzip.mpi_encode`; the same file as one process)
+    and only rank 0 returns the summary; ``mpi_hints`` are MPI-IO hints (e.g. ``striping_factor``
+    on Lustre)."""
     if not (isinstance(tol, (int, float)) and 1e-6 <= tol < 1):
         raise OptionError(f"--tol must be in [1e-6, 1), got {tol}")
     if batch_cells < 1:
         raise OptionError(f"--batch-cells must be a positive integer, got {batch_cells}")
     if block_order not in ("keep", "sorted"):
         raise OptionError(f"--block-order must be keep or sorted, not {block_order!r}")
+    jobs = workers.resolve_jobs(jobs)
     xp = array_namespace(device)
     chain_ids = parse_chain(method)
     source = Path(source)
@@ -508,13 +571,13 @@ def encode_file(
         with vlsv.VlsvWriter(output) as writer, contextlib.ExitStack() as spools:
             encoded = {}
             total = sum(p.cell_count for p in selected)
+            jobs = min(jobs, max(1, sum(p.block_count for p in selected) // MIN_BATCH_BLOCKS))
+            mapped = spools.enter_context(encoding_map(jobs, source, chain, tol, chosen, keep_order, method == AUTO, xp))
             with tqdm(total=total, unit="cell", desc="encode", disable=None if progress is None else not progress) as bar:
                 for p in selected:
                     # an unnamed file beside the output: the system removes it however the run ends
                     spool = spools.enter_context(tempfile.TemporaryFile(dir=output.parent))
-                    encoded[p.name] = encode_population(
-                        p, chain, tol, chosen, keep_order, batch_cells, spool, bar, best_of=method == AUTO
-                    )
+                    encoded[p.name] = encode_population(p, chain, tol, chosen, batch_cells, spool, bar, mapped, jobs=jobs)
             arrays = {name: population_arrays(e, e.packed_index, tol, chosen, keep_order) for name, e in encoded.items()}
             for element in file.vlsv.write_order():
                 if element.tag in layout.REPLACEMENT and element.name in encoded:

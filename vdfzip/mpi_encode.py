@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import distributed, integrity, layout, vlsv
-from .encode import EncodedPopulation, PopulationSummary, encode_population, population_arrays
+from .encode import EncodedPopulation, PopulationSummary, encode_population, encoding_map, population_arrays
 from .fileio import atomic_output
 
 #: Copied arrays are split into pieces of this size, dealt to the ranks in turn.
@@ -36,11 +36,13 @@ def encode_on_ranks(comm, file, selected, chain, tol, profile, keep_order, batch
         mine: dict[str, EncodedPopulation] = {}
 
         def encode_my_cells() -> None:
+            # one process per rank: the ranks are the parallelism (and forking under MPI is unsafe)
+            mapped = stack.enter_context(encoding_map(1, file.path, chain, tol, profile, keep_order, best_of))
             for p in selected:
                 spool = stack.enter_context(tempfile.TemporaryFile(dir=output.parent))
                 window = distributed.rank_ranges(p.offsets, ranks)[rank]
-                mine[p.name] = encode_population(p, chain, tol, profile, keep_order, batch_cells, spool,
-                                                 tqdm(disable=True), best_of, cells=window)
+                mine[p.name] = encode_population(p, chain, tol, profile, batch_cells, spool, tqdm(disable=True),
+                                                 mapped, cells=window)
 
         distributed.agreed(comm, encode_my_cells)
         whole = _gather(comm, selected, mine, chain)

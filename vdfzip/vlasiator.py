@@ -267,9 +267,15 @@ class Population:
         """Consecutive batches of whole cells (of all, or of the range ``cells``), each at most
         ``max_blocks`` blocks (unless one cell alone is larger) and ``max_cells`` cells, so memory
         stays bounded for any file size."""
+        for start, end in self.batch_ranges(max_blocks, max_cells, cells):
+            yield self.cells(start, end)
+
+    def batch_ranges(
+        self, max_blocks: int = 1 << 20, max_cells: int | None = None, cells: tuple[int, int] | None = None
+    ) -> list[tuple[int, int]]:
+        """The ``[start, stop)`` cell ranges of :meth:`batches`."""
         first, stop = (0, self.cell_count) if cells is None else cells
-        for start, end in cell_ranges(self.offsets[first : stop + 1], max_blocks, max_cells):
-            yield self.cells(first + start, first + end)
+        return [(first + a, first + b) for a, b in cell_ranges(self.offsets[first : stop + 1], max_blocks, max_cells)]
 
 
 def cell_ranges(offsets: np.ndarray, max_blocks: int, max_cells: int | None = None) -> list[tuple[int, int]]:

@@ -1,0 +1,67 @@
+"""Every core of one node (``--jobs``): worker processes give the same bytes as one process,
+errors in a worker reach the caller as one-line errors, and bad job counts are refused."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import shared_file
+
+from vdfzip import vlsv, workers
+from vdfzip.cli import main
+from vdfzip.decode import decode_file
+from vdfzip.encode import MIN_BATCH_BLOCKS, encode_file
+from vdfzip.errors import CorruptFileError, VdfzipError
+from vdfzip.vlasiator import VlasiatorFile
+
+RESTART = shared_file("restart_ipshock_small.vlsv")
+
+
+@pytest.fixture(scope="module")
+def encoded_alone(tmp_path_factory):
+    """The real restart encoded and decoded by one process, in both profiles."""
+    folder = tmp_path_factory.mktemp("jobs")
+    files = {}
+    for profile in ("restart", "core"):
+        compressed = encode_file(RESTART, folder / f"{profile}.vdfz.vlsv", profile=profile, jobs=1, progress=False)
+        files[profile] = compressed["output"], decode_file(compressed["output"], folder / f"{profile}.vlsv", jobs=1,
+                                                         progress=False)
+    return files
+
+
+@pytest.mark.parametrize("profile", ["restart", "core"])
+def test_two_workers_write_the_bytes_of_one_process(tmp_path, encoded_alone, profile):
+    with VlasiatorFile(RESTART) as f:
+        assert f.population("proton").block_count >= 2 * MIN_BATCH_BLOCKS  # both workers get batches
+    compressed, decoded = encoded_alone[profile]
+    mine = encode_file(RESTART, tmp_path / "c.vlsv", profile=profile, jobs=2, progress=False)["output"]
+    assert open(mine, "rb").read() == open(compressed, "rb").read()
+    assert decode_file(mine, tmp_path / "d.vlsv", jobs=2, progress=False).read_bytes() == decoded.read_bytes()
+
+
+def test_a_worker_error_is_the_callers_error(tmp_path, encoded_alone):
+    compressed, _ = encoded_alone["core"]
+    data = bytearray(open(compressed, "rb").read())
+    with vlsv.read(compressed) as f:
+        records = f.element("VDFZIP_RECORDS", name="proton")
+        middle = records.offset + records.nbytes * 3 // 4  # a cell in a late batch: a worker's
+    data[middle] ^= 0xFF
+    bad = tmp_path / "bad.vdfz.vlsv"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(CorruptFileError, match="fails its checksum"):
+        decode_file(bad, tmp_path / "out.vlsv", jobs=2, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.vdfz.vlsv"]  # no output, no temporary output
+
+
+def test_job_counts(monkeypatch, capsys):
+    monkeypatch.delenv("VDFZIP_JOBS")
+    assert workers.resolve_jobs(None) == workers.available_cores() >= 1
+    monkeypatch.setenv("VDFZIP_JOBS", "3")
+    assert workers.resolve_jobs(None) == 3 and workers.resolve_jobs(2) == 2
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(VdfzipError, match="--jobs must be a positive integer"):
+            workers.resolve_jobs(bad)
+    monkeypatch.setenv("VDFZIP_JOBS", "many")
+    with pytest.raises(VdfzipError, match="VDFZIP_JOBS must be a positive integer"):
+        workers.resolve_jobs(None)
+    assert main(["decode", str(RESTART), "--jobs", "0"]) == 2
+    assert "--jobs" in capsys.readouterr().err
