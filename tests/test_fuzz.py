@@ -3,7 +3,7 @@ and content-set decoders, every codec's payload decoder and the header/index par
 mutated inputs decode to a valid result or raise a :class:`VdfzipError`: never another exception,
 a hang or an allocation sized by a corrupt length field. Encoders and decoders round-trip exactly.
 
-The inputs are real: cells, payloads and files of ``tests/golden/v2``. Every test runs a fixed,
+The inputs are real: cells, payloads and files of ``tests/golden/v3``. Every test runs a fixed,
 derandomized set of examples without a database, so a run is the same on every machine.
 """
 
@@ -30,7 +30,7 @@ from vdfzip.decode import CompressedFile, decode_file
 from vdfzip.errors import VdfzipError
 from vdfzip.vlasiator import VelocityMesh
 
-GOLDEN = Path(__file__).resolve().parent / "golden" / "v2"
+GOLDEN = Path(__file__).resolve().parent / "golden" / "v3"
 #: the golden file whose first proton cell gives each kind of payload
 PAYLOAD_SOURCES = {
     "lossless": "lossless-core-keep",

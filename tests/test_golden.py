@@ -52,8 +52,9 @@ def fullf():
 
 def test_every_version_and_case_is_there():
     names = set(MANIFEST["files"])
-    assert {n.split("/")[0] for n in names} == {"v1", "v2"}
-    assert len([n for n in names if n.startswith("v2/")]) == 12  # 3 codecs x 2 profiles x 2 orders
+    assert {n.split("/")[0] for n in names} == {"v1", "v2", "v3"}
+    for version in ("v2", "v3"):
+        assert len([n for n in names if n.startswith(f"{version}/")]) == 12  # 3 codecs x 2 profiles x 2 orders
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST["files"]))
