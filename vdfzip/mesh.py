@@ -62,19 +62,38 @@ class DenseBox:
     mask: np.ndarray
 
 
+@dataclass(frozen=True)
+class BoxLayout:
+    """Where one cell's voxels sit in its dense bounding box: computed once, scattered into for
+    as many value arrays as needed (the octree codec fits several transforms of a cell)."""
+
+    origin: np.ndarray  # (3,) voxel index of the box's corner
+    local: np.ndarray  # (n·wid³, 3) voxel indices inside the box, block by block
+    shape: tuple[int, int, int]
+
+    @classmethod
+    def of(cls, block_ids: np.ndarray, mesh: VelocityMesh) -> BoxLayout:
+        if len(block_ids) == 0:
+            raise ValueError("a cell without blocks has no bounding box")
+        index = voxel_indices(block_ids, mesh).reshape(-1, 3)
+        origin = index.min(axis=0)
+        local = index - origin
+        return cls(origin, local, tuple(int(n) for n in local.max(axis=0) + 1))
+
+    def scatter(self, values: np.ndarray) -> np.ndarray:
+        """The dense box holding ``values`` (``(n, wid³)``) at the blocks' voxels, zero elsewhere."""
+        values = np.asarray(values)
+        dense = np.zeros(self.shape, dtype=values.dtype)
+        dense[self.local[:, 0], self.local[:, 1], self.local[:, 2]] = values.reshape(-1)
+        return dense
+
+
 def to_dense(block_ids: np.ndarray, values: np.ndarray, mesh: VelocityMesh) -> DenseBox:
     """Scatter one cell's blocks (``values``: ``(n, wid³)``) into their dense bounding box."""
-    if len(block_ids) == 0:
-        raise ValueError("a cell without blocks has no bounding box")
-    index = voxel_indices(block_ids, mesh).reshape(-1, 3)
-    origin = index.min(axis=0)
-    local = index - origin
-    shape = tuple(local.max(axis=0) + 1)
-    dense = np.zeros(shape, dtype=values.dtype)
-    mask = np.zeros(shape, dtype=bool)
-    dense[local[:, 0], local[:, 1], local[:, 2]] = np.asarray(values).reshape(-1)
-    mask[local[:, 0], local[:, 1], local[:, 2]] = True
-    return DenseBox(origin, dense, mask)
+    layout = BoxLayout.of(block_ids, mesh)
+    mask = np.zeros(layout.shape, dtype=bool)
+    mask[layout.local[:, 0], layout.local[:, 1], layout.local[:, 2]] = True
+    return DenseBox(layout.origin, layout.scatter(values), mask)
 
 
 def from_dense(box: DenseBox, block_ids: np.ndarray, mesh: VelocityMesh) -> np.ndarray:

@@ -61,7 +61,7 @@ import zstandard
 from threadpoolctl import ThreadpoolController
 
 from ..blockset import bounded_decompress
-from ..mesh import block_coordinates, to_dense
+from ..mesh import BoxLayout, block_coordinates
 from ..vlasiator import VelocityMesh
 from . import Codec, PayloadError, Target, ToleranceNotMetError, register_codec
 
@@ -190,12 +190,23 @@ def project(box: np.ndarray, matrices) -> np.ndarray:
 def choose_ranks(core: np.ndarray, shape: tuple[int, int, int], error: float) -> tuple[int, int, int]:
     """The rank triple with the fewest stored numbers (core + factors) whose truncation error
     ``√(‖core‖² − ‖core[:r1,:r2,:r3]‖²)`` of a full HOSVD is at most ``error``."""
-    kept = np.square(core).cumsum(0).cumsum(1).cumsum(2)
-    feasible = kept >= kept[-1, -1, -1] - error**2
-    r1, r2, r3 = np.ix_(*(np.arange(1, n + 1) for n in core.shape))
-    cost = r1 * r2 * r3 + shape[0] * r1 + shape[1] * r2 + shape[2] * r3
-    best = np.unravel_index(np.where(feasible, cost, np.iinfo(cost.dtype).max).argmin(), cost.shape)
-    return tuple(int(i) + 1 for i in best)
+    return RankTable(core, shape).ranks(error)
+
+
+class RankTable:
+    """The kept energy and the stored numbers of every rank triple of a full HOSVD, computed once
+    for the several error budgets a cell's search tries."""
+
+    def __init__(self, core: np.ndarray, shape: tuple[int, int, int]):
+        self.kept = np.square(core).cumsum(0).cumsum(1).cumsum(2)
+        r1, r2, r3 = np.ix_(*(np.arange(1, n + 1) for n in core.shape))
+        self.cost = r1 * r2 * r3 + shape[0] * r1 + shape[1] * r2 + shape[2] * r3
+
+    def ranks(self, error: float) -> tuple[int, int, int]:
+        """:func:`choose_ranks` for a truncation error of at most ``error``."""
+        feasible = self.kept >= self.kept[-1, -1, -1] - error**2
+        best = np.unravel_index(np.where(feasible, self.cost, np.iinfo(self.cost.dtype).max).argmin(), self.cost.shape)
+        return tuple(int(i) + 1 for i in best)
 
 
 def truncate(tucker: Tucker, ranks: tuple[int, int, int]) -> Tucker:
@@ -431,7 +442,8 @@ class OctreeCodec(Codec):
             transforms = _LADDER if target.tail_tol is None else (
                 _LOOSE_TAIL_LADDER if target.tail_tol >= LOOSE_TAILS else _TAIL_LADDER)
         domains = [d for t in transforms if (d := self._domain(t, scale, target)) is not None]
-        payloads = [p for d in domains if (p := self._encode_in(d, block_ids, original, mesh, target))]
+        layout, (corners, _) = BoxLayout.of(block_ids, mesh), block_corners(block_ids, mesh)
+        payloads = [p for d in domains if (p := self._encode_in(d, layout, corners, original, mesh, target))]
         if not payloads:
             raise ToleranceNotMetError(f"octree cannot reach {target} on this cell; store it losslessly")
         return self._smaller_than_input(min(payloads, key=len), values)
@@ -446,15 +458,16 @@ class OctreeCodec(Codec):
             return Domain(transform, scale, floor) if floor < LOGLIN_KNEE else None
         return Domain(transform, scale)
 
-    def _encode_in(self, domain: Domain, block_ids, original, mesh, target: Target) -> bytes | None:
-        """The cheapest payload fitted in ``domain`` that meets ``target``, or None."""
-        corners, _ = block_corners(block_ids, mesh)
-        box = to_dense(block_ids, domain.forward(original), mesh).values
+    def _encode_in(self, domain: Domain, layout: BoxLayout, corners, original, mesh, target: Target) -> bytes | None:
+        """The cheapest payload fitted in ``domain`` that meets ``target``, or None (``layout`` and
+        ``corners``: where the cell's voxels and blocks sit in its bounding box)."""
+        box = layout.scatter(domain.forward(original))
         full = hosvd(box)
+        table = RankTable(full.core, box.shape)
         budget = target.rel_l2 * _TRANSFORM_GAIN[domain.transform] * float(np.linalg.norm(box))
+        decode = functools.partial(self._values, domain=domain, corners=corners, mesh=mesh)
         for rank_share, factor_share in _BUDGETS:
-            ranks = choose_ranks(full.core, box.shape, rank_share * budget)
-            decode = functools.partial(self._values, domain=domain, corners=corners, mesh=mesh)
+            ranks = table.ranks(rank_share * budget)
             quantized = self._quantize(box, truncate(full, ranks), factor_share * budget, original, decode, target)
             if quantized is not None:
                 return self._pack(domain, quantized)
