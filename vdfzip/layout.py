@@ -334,15 +334,20 @@ class CompressedPopulation:
         return data[:split], data[split:payload], data[payload:]
 
     def block_ids(self, cell: int) -> np.ndarray:
+        """A cell's block ids in the decoded order (without decoding its content-block set)."""
         structure, _, _ = self.record(cell)
-        return self._decode_structure(cell, structure)[0]
+        return self._counted(cell, blockset.decode(structure, self.mesh.block_count)[0])
 
     def _decode_structure(self, cell: int, structure: bytes) -> tuple[np.ndarray, np.ndarray | None]:
         """Block ids and, in the restart profile, the content-block mask of a cell."""
         ids, mask = decode_structure(structure, self.mesh)
+        return self._counted(cell, ids), mask
+
+    def _counted(self, cell: int, ids: np.ndarray) -> np.ndarray:
+        """``ids``, if they are as many as the index says the cell has."""
         if len(ids) != self.index["blocks"][cell]:
             raise CorruptFileError(f"{self._where()}: cell {int(self.cell_ids[cell])} decodes to a wrong block count")
-        return ids, mask
+        return ids
 
     def cells(self, start: int, stop: int) -> CellRecords:
         """The stored records of cells ``[start, stop)``: block ids, payloads, codecs, moments."""
