@@ -106,17 +106,30 @@ def _train_tile(c, start, count, theta, inputs, base, target, weight, norm, dims
     ``start + count``: adds their gradient to ``gradient`` (P,) and returns their share of the
     loss numerator Σ w (g − f)². ``act``, ``slope`` and ``delta`` are :func:`_forward_tile`'s
     scratch (``delta`` as its ``z``), ``back`` another (≥ the widest layer, ≥ count); every inner
-    loop runs over the samples."""
+    loop runs over the samples.
+
+    The tile's samples are read through views that begin at ``start``, indexed by the loop counter
+    alone. Why: a loop that stores while it reads other arrays is compiled twice, vectorised and
+    scalar, behind a runtime check that the arrays do not overlap, and under fastmath the two
+    copies round differently (the sum's order, contractions, a hoisted reciprocal). Indexed
+    ``[c, start + t]``, an index numba must wrap if negative, the check also covered the next row,
+    past the end of the array for the batch's last cell, and failed when ``delta`` had been
+    allocated there: that cell's loss and gradient then depended on the heap, and so did its
+    trained weights (measured: 5–14% of the single-thread steps of an encode). A counter from 0
+    needs no wrap, so the check covers the arrays themselves and two distinct arrays pass it."""
+    inputs_tile = inputs[c, start : start + count]
     for t in range(count):
         for i in range(dims[0]):
-            act[0, i, t] = inputs[c, start + t, i]
+            act[0, i, t] = inputs_tile[t, i]
     _forward_tile(c, count, theta, dims, activation, act, slope, delta)
+    base_tile, target_tile = base[c, start : start + count], target[c, start : start + count]
+    weight_tile = weight[c, start : start + count]
     partial = np.float32(0.0)
     for t in range(count):  # the output s(u): g = base·exp(s), squared error in linear space
         s = delta[0, t]
-        g = base[c, start + t] * math.exp(min(s, np.float32(S_MAX)))
-        wr = weight[c, start + t] * (g - target[c, start + t])
-        partial += wr * (g - target[c, start + t])
+        g = base_tile[t] * math.exp(min(s, np.float32(S_MAX)))
+        wr = weight_tile[t] * (g - target_tile[t])
+        partial += wr * (g - target_tile[t])
         delta[0, t] = np.float32(2.0) * wr * g / norm[c] if s <= S_MAX else np.float32(0.0)
     p = theta.shape[1]
     for layer in range(len(dims) - 2, -1, -1):

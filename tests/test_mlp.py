@@ -3,6 +3,7 @@ quantization, the batched engine (early stop, warm start, determinism) and the c
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 import torch
@@ -174,6 +175,51 @@ def test_fused_training_kernel_matches_the_float64_reference(arch):
     np.testing.assert_allclose(grad, reference_grad, rtol=0, atol=2e-5 * np.abs(reference_grad).max())
     gemm_loss, gemm_grad = engine.step_gradient(arch, theta, data, fused=False)
     np.testing.assert_allclose(gemm_loss, reference_loss, rtol=2e-5)
+
+
+@numba.njit(fastmath=True, error_model="numpy")
+def _last_cell_with_scratch(theta, inputs, base, target, weight, norm, dims, act, slope, delta, back):
+    """What ``train_step_cpu`` computes for the batch's last cell, on the scratch arrays given. The
+    error model is the parallel kernel's: python's checks the division by zero, a branch that
+    keeps the samples' loop from vectorising and so from having two compiled copies."""
+    c, samples = base.shape[0] - 1, base.shape[1]
+    gradient = np.zeros(theta.shape[1], np.float32)
+    partial = np.float32(0.0)
+    for start in range(0, samples, kernel.TILE):
+        partial += kernel._train_tile(c, start, min(kernel.TILE, samples - start), theta, inputs, base, target,
+                                      weight, norm, dims, 0, act, slope, delta, back, gradient)
+    return partial, gradient
+
+
+@pytest.mark.parametrize("beside", ["base", "target", "weight"])
+def test_fused_training_step_does_not_depend_on_where_its_scratch_lies(beside):
+    """The last cell's loss and gradient are the same bits whether the kernel's scratch lies right
+    past the end of an input array or elsewhere. Why: read as ``[c, start + t]``, the samples'
+    loop fell back to its scalar copy, which rounds differently, when ``delta`` had been allocated
+    there (numba's wraparound of a possibly negative index widened the loop's overlap check to
+    the next row), so the batch's last cell trained to other weights depending on the heap and
+    ``method="mlp,octree"`` encodings changed from run to run (``kernels/mlp.py``, _train_tile)."""
+    arch = Architecture()
+    theta, data = training_data(arch, cells=2, samples=3 * kernel.TILE)
+    norm = (data[3] * data[2] * data[2]).sum(axis=1)
+    dims = np.array(arch.dims, np.int64)
+    shape = (len(dims) - 1, max(arch.dims), kernel.TILE)
+
+    def run(arrays, delta):
+        act, slope, back = np.empty(shape, np.float32), np.empty(shape, np.float32), np.empty(shape[1:], np.float32)
+        return _last_cell_with_scratch(theta, *arrays, norm, dims, act, slope, delta, back)
+
+    elsewhere = run(data, np.empty(shape[1:], np.float32))
+    index = ("base", "target", "weight").index(beside) + 1
+    size = data[index].size
+    for gap in (0, kernel.TILE):  # delta where the first or the second tile's check looked
+        buffer = np.empty(size + gap + shape[1] * shape[2], np.float32)
+        moved = list(data)
+        moved[index] = buffer[:size].reshape(data[index].shape)
+        moved[index][...] = data[index]
+        right_after = run(moved, buffer[size + gap :].reshape(shape[1:]))
+        assert right_after[0] == elsewhere[0], gap
+        assert np.array_equal(right_after[1], elsewhere[1]), gap
 
 
 def test_fused_training_kernel_cuda_twin_matches_cpu_twin_and_stops_clipped_gradients():
