@@ -23,7 +23,7 @@ bytes); the quality columns are ``vdfzip.verify``'s metrics of their decoded cel
 
 Start-up, reported apart: one ``vdfzip encode`` of the real restart (default variant, one job) as
 a child process, against the in-process time of the same work; the difference is Python's start,
-the imports and numba's JIT (vdfzip's kernels are compiled in each process, none are cached).
+the imports and numba loading vdfzip's kernels from their on-disk cache.
 
 Files go to ``--workdir`` (default: a temporary directory), deleted at the end unless ``--keep``.
 

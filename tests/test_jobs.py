@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import shared_file
 
-from vdfzip import vlsv, workers
+from vdfzip import decode, encode, vlsv, workers
 from vdfzip.cli import main
 from vdfzip.decode import decode_file
 from vdfzip.encode import MIN_BATCH_BLOCKS, encode_file
@@ -28,8 +28,15 @@ def encoded_alone(tmp_path_factory):
     return files
 
 
+@pytest.fixture
+def small_work_per_worker(monkeypatch):
+    """Workers for this small file: a real restart needs no fewer blocks per worker than it."""
+    monkeypatch.setattr(encode, "ENCODE_BLOCKS_PER_WORKER", MIN_BATCH_BLOCKS)
+    monkeypatch.setattr(decode, "DECODE_BLOCKS_PER_WORKER", MIN_BATCH_BLOCKS)
+
+
 @pytest.mark.parametrize("profile", ["restart", "core"])
-def test_two_workers_write_the_bytes_of_one_process(tmp_path, encoded_alone, profile):
+def test_two_workers_write_the_bytes_of_one_process(tmp_path, encoded_alone, small_work_per_worker, profile):
     with VlasiatorFile(RESTART) as f:
         assert f.population("proton").block_count >= 2 * MIN_BATCH_BLOCKS  # both workers get batches
     compressed, decoded = encoded_alone[profile]
@@ -38,7 +45,7 @@ def test_two_workers_write_the_bytes_of_one_process(tmp_path, encoded_alone, pro
     assert decode_file(mine, tmp_path / "d.vlsv", jobs=2, progress=False).read_bytes() == decoded.read_bytes()
 
 
-def test_a_worker_error_is_the_callers_error(tmp_path, encoded_alone):
+def test_a_worker_error_is_the_callers_error(tmp_path, encoded_alone, small_work_per_worker):
     compressed, _ = encoded_alone["core"]
     data = bytearray(open(compressed, "rb").read())
     with vlsv.read(compressed) as f:
@@ -50,6 +57,12 @@ def test_a_worker_error_is_the_callers_error(tmp_path, encoded_alone):
     with pytest.raises(CorruptFileError, match="fails its checksum"):
         decode_file(bad, tmp_path / "out.vlsv", jobs=2, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.vdfz.vlsv"]  # no output, no temporary output
+
+
+def test_workers_only_for_enough_work():
+    assert workers.worker_count(8, 10 * 1000, 1000) == 8
+    assert workers.worker_count(8, 3 * 1000 + 999, 1000) == 3
+    assert workers.worker_count(8, 10, 1000) == workers.worker_count(1, 10**9, 1000) == 1
 
 
 def test_job_counts(monkeypatch, capsys):

@@ -17,11 +17,18 @@ import numpy as np
 from tqdm import tqdm
 
 from . import integrity, layout, vlsv, workers
-from .encode import MAX_BATCH_BLOCKS, MIN_BATCH_BLOCKS, batch_blocks, default_output
+from .encode import MAX_BATCH_BLOCKS, batch_blocks, default_output
 from .errors import VdfzipError
 from .fileio import check_output_path
 from .reconstruct import reconstruct
 from .vlasiator import CellBatch
+
+
+#: Blocks of decoding per worker process: ~2.5 s of work on one core (64 MiB of float32 VDF at
+#: ~27 MB/s, bench/RESULTS-speed.md) against a worker's ~2 s start
+#: (:func:`vdfzip.workers.worker_count`). Measured there: 2 workers decoded the 12.6 MB shock
+#: restart 3× slower than one process, a 234 MB synthetic restart 1.9× faster.
+DECODE_BLOCKS_PER_WORKER = 1 << 18
 
 
 class NotCompressedError(VdfzipError):
@@ -132,15 +139,16 @@ def decode_file(
     jobs: int | None = None,
 ) -> Path:
     """Write the plain Vlasiator file that a vdfzip file encodes; returns the output path.
-    ``jobs`` worker processes decode batches of cells (default: ``$VDFZIP_JOBS``, else every
-    available core; the same file for any count)."""
+    Up to ``jobs`` worker processes decode batches of cells, one per DECODE_BLOCKS_PER_WORKER
+    blocks (default: ``$VDFZIP_JOBS``, else every available core; the same file for any count)."""
     jobs = workers.resolve_jobs(jobs)
     source = Path(source)
     output = Path(output) if output is not None else default_output(source, ".decoded")
     with CompressedFile(source) as compressed, contextlib.ExitStack() as stack:
         output = check_output_path(output, inputs=[source], overwrite=force)
         total = sum(p.cell_count for p in compressed.populations.values())
-        jobs = min(jobs, max(1, sum(p.block_count for p in compressed.populations.values()) // MIN_BATCH_BLOCKS))
+        jobs = workers.worker_count(jobs, sum(p.block_count for p in compressed.populations.values()),
+                                    DECODE_BLOCKS_PER_WORKER)
         mapped = stack.enter_context(workers.ordered_map(jobs, _decoding_state, (compressed if jobs == 1 else source,)))
         with tqdm(total=total, unit="cell", desc="decode", disable=None if progress is None else not progress) as bar:
             with vlsv.VlsvWriter(output) as writer:

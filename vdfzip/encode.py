@@ -60,6 +60,11 @@ DEFAULT_BATCH_CELLS = 256
 MAX_BATCH_BLOCKS = 1 << 17
 #: The smallest batch worth a worker process's round trip (a few hundred ms of work).
 MIN_BATCH_BLOCKS = 1 << 12
+#: Blocks of encoding per worker process: ~5 s of work on one core (16 MiB of float32 VDF at the
+#: default profile's ~3 MB/s, bench/RESULTS-speed.md) against a worker's ~2 s start
+#: (:func:`vdfzip.workers.worker_count`). Measured there: 2 workers on the 12.6 MB shock restart
+#: (48,538 blocks) took longer than one process; on a 234 MB synthetic restart, 2.1× faster.
+ENCODE_BLOCKS_PER_WORKER = 1 << 16
 AUTO = "auto"
 
 
@@ -531,9 +536,9 @@ def encode_file(
     """Compress the VDFs of a VLSV file into a vdfzip VLSV file; returns the summary dict.
 
     ``profile`` is ``restart`` (the default for restart files: content-block set kept, tails
-    within ``tail_tol`` decades) or ``core`` (rel L2 only; the default for other files). ``jobs``
-    worker processes encode batches of cells (default: ``$VDFZIP_JOBS``, else every available
-    core; the same file for any count). Under an MPI launcher with more than one rank every rank
+    within ``tail_tol`` decades) or ``core`` (rel L2 only; the default for other files). Up to
+    ``jobs`` worker processes encode batches of cells, one per ENCODE_BLOCKS_PER_WORKER blocks
+    (default: ``$VDFZIP_JOBS``, else every available core; the same file for any count). Under an MPI launcher with more than one rank every rank
     takes part instead, one process each (:mod:`vdfzip.mpi_encode`; the same file as one process)
     and only rank 0 returns the summary; ``mpi_hints`` are MPI-IO hints (e.g. ``striping_factor``
     on Lustre)."""
@@ -571,7 +576,7 @@ def encode_file(
         with vlsv.VlsvWriter(output) as writer, contextlib.ExitStack() as spools:
             encoded = {}
             total = sum(p.cell_count for p in selected)
-            jobs = min(jobs, max(1, sum(p.block_count for p in selected) // MIN_BATCH_BLOCKS))
+            jobs = workers.worker_count(jobs, sum(p.block_count for p in selected), ENCODE_BLOCKS_PER_WORKER)
             mapped = spools.enter_context(encoding_map(jobs, source, chain, tol, chosen, keep_order, method == AUTO, xp))
             with tqdm(total=total, unit="cell", desc="encode", disable=None if progress is None else not progress) as bar:
                 for p in selected:

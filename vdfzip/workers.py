@@ -43,6 +43,13 @@ def resolve_jobs(jobs: int | None) -> int:
     return jobs
 
 
+def worker_count(jobs: int, blocks: int, blocks_per_worker: int) -> int:
+    """At most ``jobs`` workers, one per ``blocks_per_worker`` blocks of the work: a worker costs
+    about 2 s to start (measured: the forkserver's imports, then numba's kernels loaded from their
+    cache in each worker), which a small file does not pay back."""
+    return max(1, min(jobs, blocks // blocks_per_worker))
+
+
 def _start_worker(setup: Callable[..., dict], args: tuple) -> None:
     """A worker: one numba thread, quiet under signals (Ctrl-C is the parent's to handle: it
     stops the workers; SIGTERM, e.g. a scheduler's to the whole job, ends it without a word)."""
