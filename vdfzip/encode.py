@@ -221,7 +221,7 @@ def encode_batch(
     stored_moments = layout.columns_to_moments(columns, population.mass)
     cells = len(batch)
     payloads: list[bytes | None] = [None] * cells
-    kept: list[bytes] = [b""] * cells  # per cell: the restoration bytes of its accepted payload
+    accepted_restorations: list[bytes] = [b""] * cells  # per cell: those of its accepted payload
     codec_of_cell = np.full(cells, -1)
     errors = np.zeros(cells)
     values = np.empty(np.shape(batch.values), dtype=population.dtype)
@@ -250,13 +250,15 @@ def encode_batch(
                     outcomes[c] = outcome
                     continue
                 del codec_targets[c]
-                if payloads[c] is None or len(candidates[c]) + len(restorations[i]) < len(payloads[c]) + len(kept[c]):
-                    payloads[c], kept[c], codec_of_cell[c], errors[c] = candidates[c], restorations[i], position, rel_l2[i]
+                size = len(candidates[c]) + len(restorations[i])
+                if payloads[c] is None or size < len(payloads[c]) + len(accepted_restorations[c]):
+                    payloads[c], accepted_restorations[c] = candidates[c], restorations[i]
+                    codec_of_cell[c], errors[c] = position, rel_l2[i]
                     values[batch.offsets[c] : batch.offsets[c + 1]] = result.values[tried_offsets[i] : tried_offsets[i + 1]]
             codec_targets = {c: t for c, t in codec_targets.items() if t.rel_l2 >= MIN_CODEC_TOL}
     if np.any(codec_of_cell < 0):
         raise VdfzipError(f"population {population.name}: cells left without a codec (the chain must end in lossless)")
-    return EncodedBatch(batch, structures, kept, payloads, codec_of_cell, errors, columns, values)
+    return EncodedBatch(batch, structures, accepted_restorations, payloads, codec_of_cell, errors, columns, values)
 
 
 def _structure(batch: CellBatch, i: int, keep_order: bool, content_set, population: Population) -> bytes:
