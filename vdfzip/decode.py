@@ -20,7 +20,7 @@ from . import integrity, layout, vlsv, workers
 from .encode import MAX_BATCH_BLOCKS, batch_blocks, default_output
 from .errors import VdfzipError
 from .fileio import check_output_path
-from .reconstruct import reconstruct
+from .reconstruct import decode_payloads, restored
 from .vlasiator import CellBatch
 
 
@@ -80,10 +80,9 @@ class CompressedFile:
         p = self.populations[population]
         records = p.cells(start, stop)
         batch = CellBatch(population, start, records.cell_ids, records.offsets, records.block_ids, np.zeros((0, 0)))
-        result = reconstruct(
-            batch, records.payloads, records.codecs, p.codecs, records.moments, p.mesh, p.dtype,
-            records.content_set, p.threshold, records.restorations,
-        )
+        decoded = decode_payloads(batch, records.payloads, records.codecs, p.codecs, p.mesh)
+        result = restored(batch, decoded, records.codecs, p.codecs, records.moments, p.mesh, p.dtype,
+                          records.content_set, p.threshold, records.restorations)
         for held, what in ((result.moments_restored, "moments not restored"),
                          (result.content_kept, "content-block set not restored")):
             if not held.all():

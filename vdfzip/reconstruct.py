@@ -57,24 +57,6 @@ def decode_payloads(batch: CellBatch, payloads: Sequence[bytes], codec_of_cell: 
     return values
 
 
-def reconstruct(
-    batch: CellBatch,
-    payloads: Sequence[bytes],
-    codec_of_cell: np.ndarray,
-    codecs: Sequence[Codec],
-    moments: Moments,
-    mesh: VelocityMesh,
-    dtype: np.dtype,
-    content_set: np.ndarray | None = None,
-    threshold: float = 0.0,
-    restorations: Sequence[bytes] | None = None,
-) -> Reconstruction:
-    """Values of every cell of ``batch`` (its ``values`` are ignored) from its payload and codec:
-    :func:`restored` of :func:`decode_payloads`."""
-    decoded = decode_payloads(batch, payloads, codec_of_cell, codecs, mesh)
-    return restored(batch, decoded, codec_of_cell, codecs, moments, mesh, dtype, content_set, threshold, restorations)
-
-
 def restored(
     batch: CellBatch,
     decoded: np.ndarray,
@@ -87,7 +69,8 @@ def restored(
     threshold: float = 0.0,
     restorations: Sequence[bytes] | None = None,
 ) -> Reconstruction:
-    """The cells' final values from their codecs' ``decoded`` values.
+    """The cells' final values from their codecs' ``decoded`` values (:func:`decode_payloads`;
+    ``batch.values`` are ignored).
 
     Lossless cells are returned exactly as stored; the others are clipped at 0 and reweighted
     so their density, velocity and pressure tensor equal ``moments``, and given a per-block

@@ -1,7 +1,7 @@
 """Every core of one node: batches of cells encoded or decoded by worker processes, in order.
 
 The codecs are Python over small numpy arrays, so threads would serialise on the GIL: the work
-is split into the same batches as in one process, handed to ``jobs`` forked workers and taken
+is split into the same batches as in one process, handed to ``jobs`` worker processes and taken
 back in batch order, so the file is the same bytes for any ``jobs``. Each worker opens the input
 itself (a memory map: nothing but the batch bounds crosses the pipe on the way in) and runs its
 numba kernels on one thread, since the workers already fill the cores. At most two batches per
