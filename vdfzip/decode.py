@@ -20,7 +20,6 @@ from . import integrity, layout, vlsv, workers
 from .encode import MAX_BATCH_BLOCKS, batch_blocks, default_output
 from .errors import VdfzipError
 from .fileio import check_output_path
-from .reconstruct import decode_payloads, restored
 from .vlasiator import CellBatch
 
 
@@ -77,18 +76,7 @@ class CompressedFile:
 
     def cells(self, population: str, start: int, stop: int) -> CellBatch:
         """Decoded cells ``[start, stop)`` of a population; reads only those cells' bytes."""
-        p = self.populations[population]
-        records = p.cells(start, stop)
-        batch = CellBatch(population, start, records.cell_ids, records.offsets, records.block_ids, np.zeros((0, 0)))
-        decoded = decode_payloads(batch, records.payloads, records.codecs, p.codecs, p.mesh)
-        result = restored(batch, decoded, records.codecs, p.codecs, records.moments, p.mesh, p.dtype,
-                          records.content_set, p.threshold, records.restorations)
-        for held, what in ((result.moments_restored, "moments not restored"),
-                         (result.content_kept, "content-block set not restored")):
-            if not held.all():
-                bad = records.cell_ids[~held].tolist()
-                raise VdfzipError(f"{self.path}: population {population}: {what} for cells {bad}")
-        return CellBatch(population, start, records.cell_ids, records.offsets, records.block_ids, result.values)
+        return self.populations[population].decoded(start, stop)
 
     def batches(self, population: str, max_blocks: int = MAX_BATCH_BLOCKS) -> Iterator[CellBatch]:
         for start, stop in self.populations[population].batches(max_blocks):

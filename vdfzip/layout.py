@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -30,7 +31,8 @@ from . import __version__, blockset, content, vlsv
 from .codecs import Codec, get_codec
 from .errors import CorruptFileError, VdfzipError
 from .physics import PRESSURE_COMPONENTS, Moments
-from .vlasiator import VelocityMesh, cell_ranges, parse_config, particle_mass, read_velocity_mesh, sparsity_threshold
+from .reconstruct import decode_payloads, restored
+from .vlasiator import CellBatch, VelocityMesh, cell_ranges, parse_config, particle_mass, read_velocity_mesh, sparsity_threshold
 
 #: Version 2 added the whole-file checksums (:mod:`vdfzip.integrity`), version 3 each lossy cell's
 #: restoration multipliers (decoding applies them instead of solving for them). Every reader
@@ -177,22 +179,136 @@ class CellRecords:
     content_set: np.ndarray | None  # per block: has content (restart profile), else None
 
 
-class CompressedPopulation:
-    """Random access to the cells of one population stored by vdfzip."""
+class RecordTable(ABC):
+    """Random access to a population's compressed cells, and their decoding, wherever the
+    records' bytes are held: subclasses set the attributes below and say where the bytes of a
+    cell's record are (a file's ``VDFZIP_RECORDS``, a blob in memory), so a file and the runtime
+    API read and decode through the same lines."""
+
+    name: str
+    index: np.ndarray  # one INDEX_DTYPE (or LEGACY_INDEX_DTYPE) row per cell
+    moment_columns: np.ndarray  # (cells, MOMENT_COLUMNS)
+    codecs: list[Codec]
+    mesh: VelocityMesh
+    mass: float
+    threshold: float
+    dtype: np.dtype
+    stores_restorations: bool = True  # does each lossy cell carry its restoration multipliers (format ≥ 3)?
+
+    def _set_index(self, index: np.ndarray) -> None:
+        self.index = index
+        self.record_offsets = np.concatenate([[0], np.cumsum(record_sizes(index))])
+        self.block_offsets = np.concatenate([[0], np.cumsum(index["blocks"], dtype=np.int64)])
+
+    @abstractmethod
+    def _record_bytes(self, cell: int) -> bytes:
+        """The bytes of one cell's record, unchecked."""
+
+    @abstractmethod
+    def _where(self) -> str:
+        """Where the records are, for error messages."""
+
+    @property
+    def cell_count(self) -> int:
+        return len(self.index)
+
+    @property
+    def block_count(self) -> int:
+        return int(self.block_offsets[-1])
+
+    @property
+    def cell_ids(self) -> np.ndarray:
+        return self.index["cell_id"]
+
+    @property
+    def blocks_per_cell(self) -> np.ndarray:
+        return self.index["blocks"]
+
+    def record(self, cell: int) -> tuple[bytes, bytes, bytes]:
+        """(block-structure bytes, restoration bytes, payload) of one cell, checked against its CRC
+        (no restoration bytes before format 3)."""
+        data = self._record_bytes(cell)
+        if checksum(data) != int(self.index["crc32"][cell]):
+            raise CorruptFileError(f"{self._where()}: cell {int(self.cell_ids[cell])} (#{cell}) fails its checksum")
+        split = int(self.index["structure_bytes"][cell])
+        payload = split + (int(self.index["restoration_bytes"][cell]) if self.stores_restorations else 0)
+        return data[:split], data[split:payload], data[payload:]
+
+    def block_ids(self, cell: int) -> np.ndarray:
+        """A cell's block ids in the decoded order (without decoding its content-block set)."""
+        structure, _, _ = self.record(cell)
+        return self._counted(cell, blockset.decode(structure, self.mesh.block_count)[0])
+
+    def _decode_structure(self, cell: int, structure: bytes) -> tuple[np.ndarray, np.ndarray | None]:
+        """Block ids and, in the restart profile, the content-block mask of a cell."""
+        ids, mask = decode_structure(structure, self.mesh)
+        return self._counted(cell, ids), mask
+
+    def _counted(self, cell: int, ids: np.ndarray) -> np.ndarray:
+        """``ids``, if they are as many as the index says the cell has."""
+        if len(ids) != self.index["blocks"][cell]:
+            raise CorruptFileError(f"{self._where()}: cell {int(self.cell_ids[cell])} decodes to a wrong block count")
+        return ids
+
+    def cells(self, start: int, stop: int) -> CellRecords:
+        """The stored records of cells ``[start, stop)``: block ids, payloads, codecs, moments."""
+        ids, masks, payloads, restorations = [], [], [], []
+        for cell in range(start, stop):
+            structure, restoration, payload = self.record(cell)
+            cell_ids, mask = self._decode_structure(cell, structure)
+            ids.append(cell_ids)
+            masks.append(mask)
+            payloads.append(payload)
+            restorations.append(restoration)
+        with_content = [m for m in masks if m is not None]
+        if with_content and len(with_content) != len(masks):
+            raise CorruptFileError(f"{self._where()}: some cells lack their content-block set")
+        offsets = self.block_offsets[start : stop + 1] - self.block_offsets[start]
+        return CellRecords(
+            first=start,
+            cell_ids=self.cell_ids[start:stop],
+            offsets=offsets,
+            block_ids=np.concatenate(ids) if ids else np.zeros(0, np.uint32),
+            payloads=payloads,
+            restorations=restorations if self.stores_restorations else None,
+            codecs=self.index["codec"][start:stop],
+            moments=columns_to_moments(self.moment_columns[start:stop], self.mass),
+            content_set=np.concatenate(with_content) if with_content else None,
+        )
+
+    def batches(self, max_blocks: int = 1 << 20, max_cells: int | None = None) -> list[tuple[int, int]]:
+        """``[start, stop)`` ranges of whole cells, bounded as in :meth:`Population.batches`."""
+        return cell_ranges(self.block_offsets, max_blocks, max_cells)
+
+    def decoded(self, start: int, stop: int) -> CellBatch:
+        """Decoded cells ``[start, stop)``, as ``vdfzip decode`` writes them; raises if a cell's
+        moments or content-block set do not come back as stored (a corrupted record)."""
+        records = self.cells(start, stop)
+        batch = CellBatch(self.name, start, records.cell_ids, records.offsets, records.block_ids, np.zeros((0, 0)))
+        decoded = decode_payloads(batch, records.payloads, records.codecs, self.codecs, self.mesh)
+        result = restored(batch, decoded, records.codecs, self.codecs, records.moments, self.mesh, self.dtype,
+                          records.content_set, self.threshold, records.restorations)
+        for held, what in ((result.moments_restored, "moments not restored"),
+                           (result.content_kept, "content-block set not restored")):
+            if not held.all():
+                raise VdfzipError(f"{self._where()}: {what} for cells {records.cell_ids[~held].tolist()}")
+        return replace(batch, values=result.values)
+
+
+class CompressedPopulation(RecordTable):
+    """Random access to the cells of one population stored in a vdfzip file."""
 
     def __init__(self, file: vlsv.VlsvFile, name: str):
         self.file, self.name = file, name
         self.header = self._read_header()
         self.codecs: list[Codec] = self._read_codecs()
         self._records = file.element("VDFZIP_RECORDS", name=name)
-        self.index = self._read_index()
+        self._set_index(self._read_index())
         moments = file.read("VDFZIP_MOMENTS", name=name)
         self._verify(moments, "moments", "VDFZIP_MOMENTS")
         if moments.shape != (len(self.index), MOMENT_COLUMNS):
             raise CorruptFileError(f"{self._where()}: VDFZIP_MOMENTS has shape {moments.shape}, not one row per cell")
         self.moment_columns = moments
-        self.record_offsets = np.concatenate([[0], np.cumsum(record_sizes(self.index))])
-        self.block_offsets = np.concatenate([[0], np.cumsum(self.index["blocks"], dtype=np.int64)])
         self._check_replaced()
         if self._records.arraysize != self.record_offsets[-1]:
             raise CorruptFileError(
@@ -212,6 +328,9 @@ class CompressedPopulation:
 
     def _where(self) -> str:
         return f"{self.file.path}: population {self.name}"
+
+    def _record_bytes(self, cell: int) -> bytes:
+        return self.file.read_rows(self._records, int(self.record_offsets[cell]), int(self.record_offsets[cell + 1])).tobytes()
 
     def _read_header(self) -> dict:
         element = self.file.element("VDFZIP_HEADER", name=self.name)
@@ -297,22 +416,6 @@ class CompressedPopulation:
         return np.dtype(self.header["dtype"])
 
     @property
-    def cell_count(self) -> int:
-        return len(self.index)
-
-    @property
-    def block_count(self) -> int:
-        return int(self.block_offsets[-1])
-
-    @property
-    def cell_ids(self) -> np.ndarray:
-        return self.index["cell_id"]
-
-    @property
-    def blocks_per_cell(self) -> np.ndarray:
-        return self.index["blocks"]
-
-    @property
     def original(self) -> dict[str, vlsv.Element]:
         """The replaced arrays' footer entries (offsets as in the original file), by original tag."""
         return {ORIGINAL[tag]: _replaced_element(tag, entry) for tag, entry in self.header["replaces"].items()}
@@ -321,60 +424,3 @@ class CompressedPopulation:
     def compressed_bytes(self) -> int:
         """Bytes the file spends on this population's VDF: the four vdfzip arrays."""
         return sum(self.file.element(tag, name=self.name).nbytes for tag in ORIGINAL)
-
-    def record(self, cell: int) -> tuple[bytes, bytes, bytes]:
-        """(block-structure bytes, restoration bytes, payload) of one cell, checked against its CRC
-        (no restoration bytes before format 3)."""
-        data = self.file.read_rows(self._records, int(self.record_offsets[cell]), int(self.record_offsets[cell + 1]))
-        data = data.tobytes()
-        if checksum(data) != int(self.index["crc32"][cell]):
-            raise CorruptFileError(f"{self._where()}: cell {int(self.cell_ids[cell])} (#{cell}) fails its checksum")
-        split = int(self.index["structure_bytes"][cell])
-        payload = split + (int(self.index["restoration_bytes"][cell]) if self.stores_restorations else 0)
-        return data[:split], data[split:payload], data[payload:]
-
-    def block_ids(self, cell: int) -> np.ndarray:
-        """A cell's block ids in the decoded order (without decoding its content-block set)."""
-        structure, _, _ = self.record(cell)
-        return self._counted(cell, blockset.decode(structure, self.mesh.block_count)[0])
-
-    def _decode_structure(self, cell: int, structure: bytes) -> tuple[np.ndarray, np.ndarray | None]:
-        """Block ids and, in the restart profile, the content-block mask of a cell."""
-        ids, mask = decode_structure(structure, self.mesh)
-        return self._counted(cell, ids), mask
-
-    def _counted(self, cell: int, ids: np.ndarray) -> np.ndarray:
-        """``ids``, if they are as many as the index says the cell has."""
-        if len(ids) != self.index["blocks"][cell]:
-            raise CorruptFileError(f"{self._where()}: cell {int(self.cell_ids[cell])} decodes to a wrong block count")
-        return ids
-
-    def cells(self, start: int, stop: int) -> CellRecords:
-        """The stored records of cells ``[start, stop)``: block ids, payloads, codecs, moments."""
-        ids, masks, payloads, restorations = [], [], [], []
-        for cell in range(start, stop):
-            structure, restoration, payload = self.record(cell)
-            cell_ids, mask = self._decode_structure(cell, structure)
-            ids.append(cell_ids)
-            masks.append(mask)
-            payloads.append(payload)
-            restorations.append(restoration)
-        with_content = [m for m in masks if m is not None]
-        if with_content and len(with_content) != len(masks):
-            raise CorruptFileError(f"{self._where()}: some cells lack their content-block set")
-        offsets = self.block_offsets[start : stop + 1] - self.block_offsets[start]
-        return CellRecords(
-            first=start,
-            cell_ids=self.cell_ids[start:stop],
-            offsets=offsets,
-            block_ids=np.concatenate(ids) if ids else np.zeros(0, np.uint32),
-            payloads=payloads,
-            restorations=restorations if self.stores_restorations else None,
-            codecs=self.index["codec"][start:stop],
-            moments=columns_to_moments(self.moment_columns[start:stop], self.mass),
-            content_set=np.concatenate(with_content) if with_content else None,
-        )
-
-    def batches(self, max_blocks: int = 1 << 20, max_cells: int | None = None) -> list[tuple[int, int]]:
-        """``[start, stop)`` ranges of whole cells, bounded as in :meth:`Population.batches`."""
-        return cell_ranges(self.block_offsets, max_blocks, max_cells)
