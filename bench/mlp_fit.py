@@ -43,7 +43,7 @@ import torch
 from vdfzip import vlasiator
 from vdfzip.codecs import get_codec, relative_l2
 from vdfzip.codecs.mlp import GOAL_SHARE
-from vdfzip.encode import array_namespace
+from vdfzip.engine import array_namespace
 from vdfzip.neural import fit as engine
 from vdfzip.neural.network import Architecture, dequantize
 

@@ -13,7 +13,7 @@ import pytest
 from badfiles import copy_with_arrays
 from conftest import by_block_id, shared_file
 
-from vdfzip import content, encode, layout, synth, vlasiator
+from vdfzip import content, engine, layout, synth, vlasiator
 from vdfzip.decode import CompressedFile, decode_file
 from vdfzip.encode import encode_file
 from vdfzip.errors import VdfzipError
@@ -58,7 +58,7 @@ def _encode_recording(monkeypatch, source, output, **options) -> dict:
     """``encode_file`` that also returns, per (population, cell id), the block ids and values the
     encoder accepted (from the pipeline's own batches, not a second encoding)."""
     accepted = {}
-    encode_batch = encode.encode_batch
+    encode_batch = engine.encode_batch
 
     def recording(batch, population, *args, **kwargs):
         result = encode_batch(batch, population, *args, **kwargs)
@@ -67,7 +67,7 @@ def _encode_recording(monkeypatch, source, output, **options) -> dict:
             accepted[population.name, int(cell_id)] = (result.batch.block_ids[rows].copy(), result.values[rows].copy())
         return result
 
-    monkeypatch.setattr(encode, "encode_batch", recording)
+    monkeypatch.setattr(engine, "encode_batch", recording)
     encode_file(source, output, progress=False, **options)
     monkeypatch.undo()
     return accepted

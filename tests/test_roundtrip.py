@@ -13,7 +13,8 @@ from vdfzip import layout, vlsv
 from vdfzip.cli import main
 from vdfzip.codecs import codec_ids, get_codec, octree, register_codec
 from vdfzip.decode import CompressedFile, decode_file
-from vdfzip.encode import encode_batch, encode_file
+from vdfzip.encode import encode_file
+from vdfzip.engine import encode_batch
 from vdfzip.profiles import Profile
 from vdfzip.synth import write_synthetic_restart
 from vdfzip.verify import verify_files

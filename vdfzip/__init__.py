@@ -4,7 +4,9 @@ The layers, bottom up: :mod:`vdfzip.vlsv` (the container), :mod:`vdfzip.vlasiato
 (populations, meshes, cells), :mod:`vdfzip.mesh` and :mod:`vdfzip.physics` (geometry and
 moments), :mod:`vdfzip.conservation` (moment restoration), :mod:`vdfzip.codecs`,
 :mod:`vdfzip.layout` (the compressed format), :func:`encode_file`, :func:`decode_file`,
-:func:`verify_files`, :mod:`vdfzip.synth` (synthetic restarts), :mod:`vdfzip.cli`.
+:func:`verify_files`, :mod:`vdfzip.synth` (synthetic restarts), :mod:`vdfzip.cli`; for cells in
+memory :class:`Compressor` (:mod:`vdfzip.runtime`), :class:`CompressedCells` and
+:func:`write_compressed`.
 """
 
 import importlib.util
@@ -34,11 +36,13 @@ def _load_source_kernels() -> None:
 
 _load_source_kernels()
 
-_API = {"encode_file": "encode", "decode_file": "decode", "verify_files": "verify"}
+_API = {"encode_file": "encode", "decode_file": "decode", "verify_files": "verify", "Compressor": "runtime",
+        "CompressedCells": "cells", "write_compressed": "writer"}
 
 
 def __getattr__(name: str):
-    """``vdfzip.encode_file`` / ``decode_file`` / ``verify_files``, imported on first use so that
+    """``vdfzip.encode_file`` / ``decode_file`` / ``verify_files``, the runtime API
+    (``Compressor``, ``CompressedCells``, ``write_compressed``), imported on first use so that
     ``import vdfzip`` (and ``vdfzip --help``) stays light."""
     if name in _API:
         return getattr(importlib.import_module(f"{__name__}.{_API[name]}"), name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import integrity, layout, physics, vlsv
+from . import integrity, layout, physics
 from .decode import CompressedFile
 from .errors import CorruptFileError
 

@@ -3,7 +3,7 @@
 A command runs distributed when an MPI launcher started it with more than one rank; without a
 launcher, or with one rank, nothing here is imported and mpi4py is never needed. Each rank takes a
 contiguous range of every population's cells, balanced by blocks (cell sizes vary 100×); since
-a cell's bytes depend on the cell alone (:func:`vdfzip.encode.encode_batch`), the ranks' records
+a cell's bytes depend on the cell alone (:func:`vdfzip.engine.encode_batch`), the ranks' records
 laid end to end are the serial file's. Errors are agreed on collectively: every rank reaches the
 same decision point, so a failure on one rank ends all of them with one message, never a hang.
 """

@@ -20,15 +20,16 @@ import numpy as np
 from tqdm import tqdm
 
 from . import distributed, integrity, layout, vlsv
-from .encode import EncodedPopulation, PopulationSummary, encode_population, encoding_map, population_arrays
+from .encode import encode_population, encoding_map
+from .writer import EncodedPopulation, PopulationSummary
 from .fileio import atomic_output
 
 #: Copied arrays are split into pieces of this size, dealt to the ranks in turn.
 COPY_CHUNK = 1 << 26
 
 
-def encode_on_ranks(comm, file, selected, chain, tol, profile, keep_order, batch_cells, output: Path,
-                    best_of: bool, hints: dict[str, str]) -> dict[str, EncodedPopulation] | None:
+def encode_on_ranks(comm, file, selected, settings, batch_cells, output: Path, hints: dict[str, str]
+                    ) -> dict[str, EncodedPopulation] | None:
     """Encode and write ``output`` with every rank of ``comm``; rank 0 returns the populations'
     encodings (for the summary), the other ranks None."""
     rank, ranks = comm.Get_rank(), comm.Get_size()
@@ -37,24 +38,24 @@ def encode_on_ranks(comm, file, selected, chain, tol, profile, keep_order, batch
 
         def encode_my_cells() -> None:
             # one process per rank: the ranks are the parallelism (and forking under MPI is unsafe)
-            mapped = stack.enter_context(encoding_map(1, file.path, chain, tol, profile, keep_order, best_of))
+            mapped = stack.enter_context(encoding_map(1, file.path, settings))
             for p in selected:
                 spool = stack.enter_context(tempfile.TemporaryFile(dir=output.parent))
                 window = distributed.rank_ranges(p.offsets, ranks)[rank]
-                mine[p.name] = encode_population(p, chain, tol, profile, batch_cells, spool, tqdm(disable=True),
-                                                 mapped, cells=window)
+                mine[p.name] = encode_population(p, settings, batch_cells, spool, tqdm(disable=True), mapped,
+                                                 cells=window)
 
         distributed.agreed(comm, encode_my_cells)
-        whole = _gather(comm, selected, mine, chain)
+        whole = _gather(comm, selected, mine, settings)
         tmp = stack.enter_context(_root_output(comm, output))
-        plan = distributed.agreed(comm, lambda: _layout(file, whole, tol, profile, keep_order) if rank == 0 else None)
+        plan = distributed.agreed(comm, lambda: _layout(file, whole) if rank == 0 else None)
         shared = comm.bcast(None if rank else _without_data(plan), root=0)
         distributed.agreed(comm, lambda: _write_arrays(comm, tmp, file, mine, plan or shared, hints))
         distributed.agreed(comm, lambda: _seal(tmp, file, plan) if rank == 0 else None)
     return whole
 
 
-def _gather(comm, selected, mine, chain) -> dict[str, EncodedPopulation] | None:
+def _gather(comm, selected, mine, settings) -> dict[str, EncodedPopulation] | None:
     """On rank 0: each population's index, moments and summary over all ranks, in cell order."""
     parts = comm.gather({name: (e.index, e.moments, e.summary.methods, e.summary.errors) for name, e in mine.items()})
     if comm.Get_rank():
@@ -66,7 +67,8 @@ def _gather(comm, selected, mine, chain) -> dict[str, EncodedPopulation] | None:
                                     methods=sum((piece[2] for piece in pieces), Counter()),
                                     errors=[e for piece in pieces for e in piece[3]])
         index, moments = np.concatenate([x[0] for x in pieces]), np.concatenate([x[1] for x in pieces])
-        whole[p.name] = EncodedPopulation(p, chain, index, moments, None, summary)
+        whole[p.name] = EncodedPopulation(p.species, p.vdf_elements(), settings.header(), index, moments, None,
+                                          summary)
     return whole
 
 
@@ -82,10 +84,10 @@ def _root_output(comm, output: Path):
         yield tmp
 
 
-def _layout(file, whole, tol, profile, keep_order) -> dict:
+def _layout(file, whole) -> dict:
     """Rank 0's plan of the file: every element (tag, attributes, offset, and its data for the
     small vdfzip arrays) in write order, as :class:`vlsv.VlsvWriter` would place them."""
-    arrays = {name: population_arrays(e, e.packed_index, tol, profile, keep_order) for name, e in whole.items()}
+    arrays = {name: e.arrays() for name, e in whole.items()}
     elements, offset = [], vlsv.HEADER_BYTES
     for source in file.vlsv.write_order():
         if source.tag in layout.REPLACEMENT and source.name in whole:

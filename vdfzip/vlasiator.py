@@ -79,6 +79,18 @@ class VelocityMesh:
 
 
 @dataclass(frozen=True)
+class Species:
+    """What encoding and decoding know of a population besides its cells: its name, velocity
+    mesh, sparsity threshold, particle mass (kg) and the dtype its values are stored in."""
+
+    name: str
+    mesh: VelocityMesh
+    threshold: float
+    mass: float
+    dtype: np.dtype
+
+
+@dataclass(frozen=True)
 class CellBatch:
     """Consecutive stored cells of one population with their blocks.
 
@@ -187,6 +199,10 @@ class Population:
     @property
     def block_count(self) -> int:
         return self._ids.arraysize
+
+    @property
+    def species(self) -> Species:
+        return Species(self.name, self.mesh, self.threshold, self.mass, self.dtype)
 
     def vdf_elements(self) -> dict[str, vlsv.Element]:
         """This population's four VDF arrays, by tag."""

@@ -30,6 +30,7 @@ from ..mesh import voxel_velocities
 from ..neural.base import Mixture, fit_mixture
 from ..neural.fit import Schedule, fit, training_sample
 from ..neural.network import Architecture, dequantize
+from ..neural.warm import WarmStart
 from ..vlasiator import CellBatch, VelocityMesh
 from . import Codec, PayloadError, Target, ToleranceNotMetError, register_codec
 
@@ -85,6 +86,11 @@ class MlpCodec(Codec):
         self.schedule = Schedule(samples=samples, max_steps=max_steps, quantized_steps=quantized_steps,
                                  rate=rate, bits=bits, seed=seed)
         self.xp = np
+        #: Each cell's last network, where its next fit starts (:class:`vdfzip.Compressor`); None:
+        #: every fit starts from random weights, as files are encoded (a cell's bytes then depend
+        #: on the cell alone).
+        self.warm_start: WarmStart | None = None
+        self.steps_trained = 0  # float training steps of every fit so far, summed over cells
 
     def fit_on(self, xp) -> None:
         self.xp = xp
@@ -125,10 +131,19 @@ class MlpCodec(Codec):
         xp = self.xp
         stacked = [xp.asarray(np.stack([getattr(p, name) for p in prepared]))
                    for name in ("inputs", "base", "target", "weight")]
-        initial = np.concatenate([self.architecture.initial(1, self._rng(batch, p.cell, 1)) for p in prepared])
+        initial = np.concatenate([self._initial(batch, p.cell) for p in prepared])
         result = fit(self.architecture, *stacked, np.full(len(prepared), GOAL_SHARE * tol), self.schedule, xp,
                      initial=initial)
+        self.steps_trained += int(result.trained_steps.sum())
+        if self.warm_start is not None:
+            self.warm_start.record(batch.cell_ids[[p.cell for p in prepared]],
+                                   dequantize(self.architecture, result.codes, result.steps))
         return {p.cell: self.payload(p.mixture, result.codes[i], result.steps[i]) for i, p in enumerate(prepared)}
+
+    def _initial(self, batch: CellBatch, cell: int) -> np.ndarray:
+        """Where a cell's fit starts: its last network (:attr:`warm_start`), else random weights."""
+        warm = None if self.warm_start is None else self.warm_start.initial(batch.cell_ids[cell])
+        return self.architecture.initial(1, self._rng(batch, cell, 1)) if warm is None else warm
 
     def _rng(self, batch: CellBatch, cell: int, stream: int) -> np.random.Generator:
         """The random numbers of one cell, from the seed and its cell id only: a cell's payload
