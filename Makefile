@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 # the project's torch range does not pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart bench-speed clean
+.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart bench-speed bench-runtime clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-e2e: install
 bench-speed: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python bench/speed.py --markdown bench/RESULTS-speed.md
+
+# warm-started against cold neural fits in the toy simulation of examples/runtime_loop.py
+bench-runtime: install
+	$(BIN)/python bench/runtime.py --markdown bench/RESULTS-runtime.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
