@@ -232,10 +232,11 @@ def test_the_runtime_example_runs_and_checks_its_invariants(tmp_path):
     """examples/runtime_loop.py: a toy time loop that compresses while it evolves its VDFs; its
     own checks (rel L2, density and pressure tensor of every decoded call) must hold."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     spec = importlib.util.spec_from_file_location("runtime_loop", Path(__file__).parents[1] / "examples" / "runtime_loop.py")
-    example = importlib.util.module_from_spec(spec)
+    example = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     restart = tmp_path / "restart.vlsv"
     synth.write_synthetic_restart(restart, cells=2, seed=4)

@@ -13,6 +13,7 @@ from its previous network (warm start).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -91,7 +92,7 @@ class Compressor:
         xp = engine.array_namespace(device)
         settings = engine.settings(tol, method, profile, tail_tol, block_order, restart=True, xp=xp)
         self._setup(Species(population, mesh, threshold, PROTON_MASS if mass is None else float(mass),
-                            np.dtype(np.float32)), settings)
+                            np.dtype(np.float32)), settings, xp)
         self.warm_start = None
         if warm_start:
             neural = [c for c in settings.chain if hasattr(c, "warm_start")]
@@ -104,12 +105,12 @@ class Compressor:
         """A compressor without warm starts (each cell's bytes then depend on the cell alone), as
         ``vdfzip encode`` uses one per population."""
         compressor = cls.__new__(cls)
-        compressor._setup(species, settings)
+        compressor._setup(species, settings, np)
         compressor.warm_start = None
         return compressor
 
-    def _setup(self, species: Species, settings: engine.Settings) -> None:
-        self.species, self.settings = species, settings
+    def _setup(self, species: Species, settings: engine.Settings, xp) -> None:
+        self.species, self.settings, self._xp = species, settings, xp
         self._pool: ThreadPoolExecutor | None = None
         self._submitted = 0  # cells submitted so far: the `first` of the next batch
 
@@ -181,8 +182,10 @@ class Compressor:
         return Handle(self._pool.submit(self._work, first, ids, counts, blocks, data), event)
 
     def _work(self, first, ids, counts, blocks, data) -> CompressedCells:
+        """One batch on the worker thread; on the GPU its kernels run on a stream of their own."""
         offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
-        return self.compress_batch(CellBatch(self.species.name, first, ids, offsets, blocks, data))
+        with contextlib.nullcontext() if self._xp is np else _cuda_stream():
+            return self.compress_batch(CellBatch(self.species.name, first, ids, offsets, blocks, data))
 
     # ------------------------------------------------------------ warm start
 

@@ -124,26 +124,33 @@ class MlpCodec(Codec):
     def fit_cells(self, batch: CellBatch, cells, mesh: VelocityMesh, tol: float) -> dict[int, bytes]:
         """The payload of every cell with positive values, its network trained jointly with the
         others' towards rel L2 ``tol`` whether it got there or not (a predictor for a residual
-        coder, or candidates for :meth:`encode_cells` to check)."""
+        coder, or candidates for :meth:`encode_cells` to check). Cells with a network in
+        :attr:`warm_start` train together from it, on :meth:`Schedule.warm_started`."""
         prepared = [p for c in cells if (p := self.prepare_cell(batch, c, mesh, self._rng(batch, c, 0))) is not None]
-        if not prepared:
-            return {}
+        networks = [None if self.warm_start is None else self.warm_start.initial(batch.cell_ids[p.cell])
+                    for p in prepared]
+        cold = [(p, self.architecture.initial(1, self._rng(batch, p.cell, 1))) for p, n in zip(prepared, networks)
+                if n is None]
+        warm = [(p, n) for p, n in zip(prepared, networks) if n is not None]
+        payloads = {}
+        for group, schedule in ((cold, self.schedule), (warm, self.schedule.warm_started())):
+            if group:
+                payloads |= self._fit_group(batch, group, tol, schedule)
+        return {p.cell: payloads[p.cell] for p in prepared}
+
+    def _fit_group(self, batch: CellBatch, group: list[tuple[_Prepared, np.ndarray]], tol: float, schedule: Schedule
+                   ) -> dict[int, bytes]:
+        """Train the cells of ``group`` (each with its initial network) jointly; their payloads."""
         xp = self.xp
-        stacked = [xp.asarray(np.stack([getattr(p, name) for p in prepared]))
+        stacked = [xp.asarray(np.stack([getattr(p, name) for p, _ in group]))
                    for name in ("inputs", "base", "target", "weight")]
-        initial = np.concatenate([self._initial(batch, p.cell) for p in prepared])
-        result = fit(self.architecture, *stacked, np.full(len(prepared), GOAL_SHARE * tol), self.schedule, xp,
-                     initial=initial)
+        initial = np.concatenate([network for _, network in group])
+        result = fit(self.architecture, *stacked, np.full(len(group), GOAL_SHARE * tol), schedule, xp, initial=initial)
         self.steps_trained += int(result.trained_steps.sum())
         if self.warm_start is not None:
-            self.warm_start.record(batch.cell_ids[[p.cell for p in prepared]],
+            self.warm_start.record(batch.cell_ids[[p.cell for p, _ in group]],
                                    dequantize(self.architecture, result.codes, result.steps))
-        return {p.cell: self.payload(p.mixture, result.codes[i], result.steps[i]) for i, p in enumerate(prepared)}
-
-    def _initial(self, batch: CellBatch, cell: int) -> np.ndarray:
-        """Where a cell's fit starts: its last network (:attr:`warm_start`), else random weights."""
-        warm = None if self.warm_start is None else self.warm_start.initial(batch.cell_ids[cell])
-        return self.architecture.initial(1, self._rng(batch, cell, 1)) if warm is None else warm
+        return {p.cell: self.payload(p.mixture, result.codes[i], result.steps[i]) for i, (p, _) in enumerate(group)}
 
     def _rng(self, batch: CellBatch, cell: int, stream: int) -> np.random.Generator:
         """The random numbers of one cell, from the seed and its cell id only: a cell's payload

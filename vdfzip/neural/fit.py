@@ -25,7 +25,7 @@ after the last update so a caller can overlap the next batch's preparation with 
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
@@ -41,6 +41,8 @@ from .network import Architecture, dequantize, loss_and_gradient, quantize
 _WORKERS = numba.config.NUMBA_NUM_THREADS
 _POOL = ThreadPoolExecutor(_WORKERS) if _WORKERS > 1 else None
 _BLAS = ThreadpoolController()
+#: :meth:`Schedule.warm_started`'s rate and check interval.
+WARM_RATE, WARM_CHECK_EVERY = 2e-3, 10
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,14 @@ class Schedule:
     min_progress: float = 0.1
     bits: int = 8
     seed: int = 0
+
+    def warm_started(self) -> Schedule:
+        """The schedule of fits that start from the cell's previous network, which sits near a
+        minimum already: a smaller rate (a large first step kicked it away) and a check every
+        WARM_CHECK_EVERY steps, so a cell that is done, or stuck, stops within tens of steps.
+        Measured on the 72 cells of the shock restart after 10 steps of the toy loop
+        (``bench/RESULTS-runtime.md``): 5.8 k steps instead of 29 k on this schedule, 39 k cold."""
+        return replace(self, rate=WARM_RATE, check_every=WARM_CHECK_EVERY)
 
 
 @dataclass
