@@ -72,6 +72,12 @@ def _hint(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _add_mpi_hints(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--mpi-hint", action="append", type=_hint, default=[], metavar="KEY=VALUE",
+                         help="MPI-IO hint for the output under an MPI launcher, e.g. striping_factor=32 on Lustre "
+                              "(repeatable)")
+
+
 def _add_jobs(command: argparse.ArgumentParser) -> None:
     command.add_argument("--jobs", type=_positive_int, metavar="N",
                          help="worker processes (default: $VDFZIP_JOBS, else every core this process may use; "
@@ -102,9 +108,7 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="sorted: decoded cells list their blocks sorted by id (default; the same block set, "
                              "and Vlasiator addresses blocks by id); keep: Vlasiator's order, byte-identical "
                              "BLOCKIDS, at ~8 bits per block")
-    encode.add_argument("--mpi-hint", action="append", type=_hint, default=[], metavar="KEY=VALUE",
-                        help="MPI-IO hint for the output under an MPI launcher, e.g. striping_factor=32 on Lustre "
-                             "(repeatable)")
+    _add_mpi_hints(encode)
     _add_jobs(encode)
     encode.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     encode.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -113,6 +117,7 @@ def _build_parser() -> argparse.ArgumentParser:
     decode = commands.add_parser("decode", help="restore a plain VLSV file from a vdfzip file")
     decode.add_argument("input")
     decode.add_argument("-o", "--output", help="output file (default: INPUT with .vdfz replaced by .decoded)")
+    _add_mpi_hints(decode)
     _add_jobs(decode)
     decode.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     decode.set_defaults(run=_run_decode)
@@ -163,8 +168,9 @@ def _run_encode(args) -> int:
 def _run_decode(args) -> int:
     from .decode import decode_file
 
-    refuse("decode")
-    print(f"wrote {decode_file(args.input, args.output, force=args.force, jobs=args.jobs)}")
+    output = decode_file(args.input, args.output, force=args.force, jobs=args.jobs, mpi_hints=dict(args.mpi_hint))
+    if is_root():  # under MPI: rank 0 reports for the job
+        print(f"wrote {output}")
     return EXIT_OK
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from . import integrity, layout, vlsv, workers
+from . import distributed, integrity, layout, vlsv, workers
 from .encode import MAX_BATCH_BLOCKS, batch_blocks, default_output
 from .errors import VdfzipError
 from .fileio import check_output_path
@@ -124,15 +124,25 @@ def decode_file(
     force: bool = False,
     progress: bool | None = None,
     jobs: int | None = None,
+    mpi_hints: dict[str, str] | None = None,
 ) -> Path:
     """Write the plain Vlasiator file that a vdfzip file encodes; returns the output path.
     Up to ``jobs`` worker processes decode batches of cells, one per DECODE_BLOCKS_PER_WORKER
-    blocks (default: ``$VDFZIP_JOBS``, else every available core; the same file for any count)."""
+    blocks (default: ``$VDFZIP_JOBS``, else every available core; the same file for any count).
+    Under an MPI launcher with more than one rank every rank takes part instead, one process
+    each (:mod:`vdfzip.mpi_decode`; the same file as one process); ``mpi_hints`` are MPI-IO
+    hints for the output."""
     jobs = workers.resolve_jobs(jobs)
     source = Path(source)
     output = Path(output) if output is not None else default_output(source, ".decoded")
     with CompressedFile(source) as compressed, contextlib.ExitStack() as stack:
         output = check_output_path(output, inputs=[source], overwrite=force)
+        comm = distributed.world()
+        if comm is not None:
+            from .mpi_decode import decode_on_ranks
+
+            decode_on_ranks(comm, compressed, output, mpi_hints or {})
+            return output
         total = sum(p.cell_count for p in compressed.populations.values())
         jobs = workers.worker_count(jobs, sum(p.block_count for p in compressed.populations.values()),
                                     DECODE_BLOCKS_PER_WORKER)

@@ -10,19 +10,24 @@ same decision point, so a failure on one rank ends all of them with one message,
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
 from .errors import VdfzipError
+from .fileio import atomic_output
 
 #: Environment variables an MPI launcher sets in the processes it starts (MPICH/Hydra and
 #: Intel MPI, Open MPI, PMIx, Slurm's srun).
 _LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_STEP_NUM_TASKS")
 #: Largest piece of one MPI-IO call: element counts stay far below MPI's 2³¹ int limit.
 MAX_WRITE = 1 << 28
+#: Copied arrays are split into pieces of this size, dealt to the ranks in turn.
+COPY_CHUNK = 1 << 26
 
 T = TypeVar("T")
 
@@ -94,3 +99,15 @@ def write_pieces(file, pieces: list[tuple[int, memoryview | bytes]], comm) -> No
     for k in range(rounds):
         offset, view = calls[k] if k < len(calls) else (0, empty)
         file.Write_at_all(offset, view)
+
+
+@contextlib.contextmanager
+def root_output(comm, output: Path):
+    """The temporary output, created by rank 0 and renamed into place by it when the block
+    succeeds on every rank (removed otherwise); every rank gets its path."""
+    if comm.Get_rank():
+        yield Path(comm.bcast(None, root=0))
+        return
+    with atomic_output(output) as tmp:
+        comm.bcast(str(tmp), root=0)
+        yield tmp

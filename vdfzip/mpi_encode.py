@@ -22,10 +22,6 @@ from tqdm import tqdm
 from . import distributed, integrity, layout, vlsv
 from .encode import encode_population, encoding_map
 from .writer import EncodedPopulation, PopulationSummary
-from .fileio import atomic_output
-
-#: Copied arrays are split into pieces of this size, dealt to the ranks in turn.
-COPY_CHUNK = 1 << 26
 
 
 def encode_on_ranks(comm, file, selected, settings, batch_cells, output: Path, hints: dict[str, str]
@@ -47,7 +43,7 @@ def encode_on_ranks(comm, file, selected, settings, batch_cells, output: Path, h
 
         distributed.agreed(comm, encode_my_cells)
         whole = _gather(comm, selected, mine, settings)
-        tmp = stack.enter_context(_root_output(comm, output))
+        tmp = stack.enter_context(distributed.root_output(comm, output))
         plan = distributed.agreed(comm, lambda: _layout(file, whole) if rank == 0 else None)
         shared = comm.bcast(None if rank else _without_data(plan), root=0)
         distributed.agreed(comm, lambda: _write_arrays(comm, tmp, file, mine, plan or shared, hints))
@@ -70,18 +66,6 @@ def _gather(comm, selected, mine, settings) -> dict[str, EncodedPopulation] | No
         whole[p.name] = EncodedPopulation(p.species, p.vdf_elements(), settings.header(), index, moments, None,
                                           summary)
     return whole
-
-
-@contextlib.contextmanager
-def _root_output(comm, output: Path):
-    """The temporary output, created by rank 0 and renamed into place by it when the block
-    succeeds on every rank (removed otherwise); every rank gets its path."""
-    if comm.Get_rank():
-        yield Path(comm.bcast(None, root=0))
-        return
-    with atomic_output(output) as tmp:
-        comm.bcast(str(tmp), root=0)
-        yield tmp
 
 
 def _layout(file, whole) -> dict:
@@ -125,9 +109,9 @@ def _write_arrays(comm, tmp: Path, file, mine, plan, hints) -> None:
             pieces.append((entry["offset"], entry["data"]))
         elif "copy" in entry:
             source = vlsv.Element(entry["tag"], entry["attrs"], entry["copy"])
-            for start in range(0, source.nbytes, COPY_CHUNK):
+            for start in range(0, source.nbytes, distributed.COPY_CHUNK):
                 if chunk % ranks == rank:
-                    view = file.vlsv.raw(source)[start : start + COPY_CHUNK]
+                    view = file.vlsv.raw(source)[start : start + distributed.COPY_CHUNK]
                     pieces.append((entry["offset"] + start, view))
                 chunk += 1
         elif "records" in entry:

@@ -1,0 +1,116 @@
+"""``vdfzip decode`` on the ranks of an MPI job: the same file as one process.
+
+Every rank opens the compressed file (its footer, headers and indexes are small) and lays the
+decoded file out exactly as one process writes it: the restored elements in the file's order,
+back to back after the header (:func:`vdfzip.integrity.restored_footer`). Each rank then writes
+its share: the block ids and the decoded values of its cells (a contiguous range per population,
+balanced by blocks, decoded in bounded batches) and its chunks of the copied arrays. Rank 0 also
+writes the per-cell arrays, checks every copied array and the footer against the manifest, and
+ends the file. The writes are independent (``Write_at``), so a rank that fails half-way leaves no
+other rank waiting in a collective call: all of them meet in :func:`vdfzip.distributed.agreed`,
+and the output appears under its name only if every rank succeeded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+
+from . import distributed, layout, vlsv
+from .decode import CompressedFile
+from .encode import MAX_BATCH_BLOCKS
+from .vlasiator import cell_ranges
+
+
+def decode_on_ranks(comm, compressed: CompressedFile, output: Path, hints: dict[str, str]) -> None:
+    """Write ``output``, the decoded file, with every rank of ``comm``."""
+    laid = _laid_out(compressed.restored_elements())
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(distributed.root_output(comm, output))
+        distributed.agreed(comm, lambda: _write_share(comm, tmp, compressed, laid, hints))
+        distributed.agreed(comm, lambda: _seal(tmp, compressed, laid) if comm.Get_rank() == 0 else None)
+
+
+def _laid_out(elements: list[vlsv.Element]) -> list[tuple[vlsv.Element, vlsv.Element]]:
+    """(element as the compressed file holds it or describes it, the same at its offset in the
+    decoded file), in the decoded file's order."""
+    laid, offset = [], vlsv.HEADER_BYTES
+    for e in elements:
+        laid.append((e, vlsv.Element(e.tag, e.attrs, offset)))
+        offset += e.nbytes
+    return laid
+
+
+def _write_share(comm, tmp: Path, compressed: CompressedFile, laid, hints: dict[str, str]) -> None:
+    from mpi4py import MPI
+
+    rank, ranks = comm.Get_rank(), comm.Get_size()
+    info = MPI.Info.Create()
+    for key, value in hints.items():
+        info.Set(key, value)
+    handle = MPI.File.Open(comm, str(tmp), MPI.MODE_WRONLY | MPI.MODE_CREATE, info)
+    try:
+        chunk = 0
+        for source, target in laid:
+            if source.tag in layout.REPLACEMENT and source.name in compressed.populations:
+                _write_population_array(handle, compressed, source, target, rank, ranks)
+                continue
+            for start in range(0, source.nbytes, distributed.COPY_CHUNK):
+                if chunk % ranks == rank:
+                    _write_at(handle, target.offset + start,
+                              compressed.vlsv.raw(source)[start : start + distributed.COPY_CHUNK])
+                chunk += 1
+    finally:
+        handle.Close()
+        info.Free()
+
+
+def _write_population_array(handle, compressed: CompressedFile, original: vlsv.Element, target: vlsv.Element,
+                            rank: int, ranks: int) -> None:
+    """This rank's share of one restored VDF array: rank 0 the per-cell arrays, every rank the
+    block ids and values of its cells."""
+    p = compressed.populations[original.name]
+    if original.tag in ("CELLSWITHBLOCKS", "BLOCKSPERCELL"):
+        if rank == 0:
+            data = p.cell_ids if original.tag == "CELLSWITHBLOCKS" else p.blocks_per_cell
+            _write_at(handle, target.offset, vlsv.little_endian_bytes(data.astype(original.dtype)))
+        return
+    first, stop = distributed.rank_ranges(p.block_offsets, ranks)[rank]
+    row_bytes = original.vectorsize * original.datasize
+    for start, end in cell_ranges(p.block_offsets[first : stop + 1], MAX_BATCH_BLOCKS):
+        start, end = first + start, first + end
+        if original.tag == "BLOCKIDS":
+            rows = np.concatenate([p.block_ids(cell) for cell in range(start, end)])
+        else:
+            rows = p.decoded(start, end).values
+        _write_at(handle, target.offset + int(p.block_offsets[start]) * row_bytes,
+                  vlsv.little_endian_bytes(rows.astype(original.dtype)))
+
+
+def _write_at(handle, offset: int, data) -> None:
+    """An independent write, in pieces of at most :data:`distributed.MAX_WRITE` bytes."""
+    view = memoryview(data).cast("B")
+    for start in range(0, len(view), distributed.MAX_WRITE):
+        handle.Write_at(offset + start, view[start : start + distributed.MAX_WRITE])
+
+
+def _seal(tmp: Path, compressed: CompressedFile, laid) -> None:
+    """Rank 0: check every copied array and the restored footer against the manifest, then end
+    the file with its footer and header, as :class:`vlsv.VlsvWriter` does."""
+    if compressed.manifest is not None:
+        for source, _ in laid:
+            if not (source.tag in layout.REPLACEMENT and source.name in compressed.populations):
+                compressed.manifest.check(source)
+    elements = [target for _, target in laid]
+    footer = vlsv.format_footer(elements)
+    if compressed.manifest is not None:
+        compressed.manifest.check_restored_footer(footer)
+    end = elements[-1].offset + elements[-1].nbytes if elements else vlsv.HEADER_BYTES
+    with open(tmp, "r+b") as out:
+        out.truncate(end)
+        out.seek(end)
+        out.write(footer)
+        out.seek(0)
+        out.write(vlsv.file_header(end))
