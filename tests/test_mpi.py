@@ -1,7 +1,7 @@
-"""``mpirun -n N vdfzip encode``: the same file as one process, one report, one error.
+"""``mpirun -n N vdfzip encode|decode``: the same file as one process, one report, one error.
 
 Real MPI jobs (the MPICH wheel's ``mpiexec`` from the ``mpi`` extra) with 2 and 3 ranks, compared
-byte for byte with the serial encoding."""
+byte for byte with the serial encoding and decoding."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import pytest
 from badfiles import copy_with_arrays
 from conftest import UNDER_CI, shared_file
 
-from vdfzip import synth, vlasiator
+from vdfzip import synth, vlasiator, vlsv
+from vdfzip.decode import decode_file
 from vdfzip.encode import encode_file
 
 pytestmark = pytest.mark.mpi
@@ -69,16 +70,14 @@ def _assert_same_as_serial(tmp_path, serial, source, ranks, method=None):
     assert [p.name for p in tmp_path.iterdir()] == [parallel.name]  # no temporary file or spool left
 
 
-@pytest.mark.parametrize("ranks", [2, 3])
-@pytest.mark.parametrize("method", ["octree", "mlp,octree"])
+@pytest.mark.parametrize("ranks, method", [(2, "octree"), (3, "octree"), (3, "mlp,octree")])
 def test_ranks_write_the_serial_file(tmp_path, serial, synthetic, ranks, method):
     _assert_same_as_serial(tmp_path, serial, synthetic, ranks, method)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("ranks", [2, 3])
-def test_ranks_write_the_serial_file_of_the_real_restart(tmp_path, serial, ranks):
-    _assert_same_as_serial(tmp_path, serial, shared_file("restart_ipshock_small.vlsv"), ranks)
+def test_ranks_write_the_serial_file_of_the_real_restart(tmp_path, serial):
+    _assert_same_as_serial(tmp_path, serial, shared_file("restart_ipshock_small.vlsv"), 3)
 
 
 def test_more_ranks_than_cells(tmp_path, serial):
@@ -108,6 +107,59 @@ def test_a_failing_rank_ends_the_job_with_one_error_naming_it(tmp_path, syntheti
     assert list(out.iterdir()) == []
 
 
+@pytest.fixture(scope="module")
+def serial_decoding(tmp_path_factory, serial):
+    """(compressed file, its one-process decoding) of a source, made once per module."""
+    made = {}
+
+    def decoding(source: Path) -> tuple[Path, bytes]:
+        if source not in made:
+            folder = tmp_path_factory.mktemp("decode")
+            compressed = folder / "c.vdfz.vlsv"
+            compressed.write_bytes(serial(source, None))
+            made[source] = compressed, decode_file(compressed, folder / "d.vlsv", progress=False).read_bytes()
+        return made[source]
+
+    return decoding
+
+
+def _assert_decodes_as_serial(tmp_path, serial_decoding, source, ranks):
+    compressed, expected = serial_decoding(source)
+    out = tmp_path / "out"
+    out.mkdir()
+    job = _mpi(ranks, "decode", compressed, "-o", out / "d.vlsv")
+    assert job.returncode == 0, job.stderr
+    assert job.stdout.count("wrote ") == 1 and job.stderr == ""
+    assert (out / "d.vlsv").read_bytes() == expected
+    assert [p.name for p in out.iterdir()] == ["d.vlsv"]
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_decode_to_the_serial_file(tmp_path, serial_decoding, synthetic, ranks):
+    _assert_decodes_as_serial(tmp_path, serial_decoding, synthetic, ranks)
+
+
+def test_ranks_decode_the_real_restart_to_the_serial_file(tmp_path, serial_decoding):
+    _assert_decodes_as_serial(tmp_path, serial_decoding, shared_file("restart_ipshock_small.vlsv"), 2)
+
+
+def test_a_corrupted_cell_ends_the_decoding_job_with_one_error(tmp_path, serial_decoding, synthetic):
+    """The last cell's record fails its CRC: the last rank says so, every rank stops, nothing is left."""
+    compressed, _ = serial_decoding(synthetic)
+    data = bytearray(compressed.read_bytes())
+    with vlsv.read(compressed) as f:
+        records = f.element("VDFZIP_RECORDS", name="proton")
+    data[records.offset + records.nbytes - 1] ^= 0xFF
+    bad = tmp_path / "bad.vdfz.vlsv"
+    bad.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    out.mkdir()
+    job = _mpi(3, "decode", bad, "-o", out / "d.vlsv")
+    assert job.returncode == 2, (job.stdout, job.stderr)
+    assert job.stderr.count("\n") == 1 and job.stderr.startswith("vdfzip: error: rank 2: ")
+    assert "fails its checksum" in job.stderr and list(out.iterdir()) == []
+
+
 def test_commands_that_do_not_run_distributed_say_so(tmp_path, synthetic):
-    job = _mpi(2, "decode", synthetic, "-o", tmp_path / "d.vlsv")
+    job = _mpi(2, "verify", synthetic, synthetic)
     assert job.returncode == 2 and job.stderr.count("\n") == 1 and "without the MPI launcher" in job.stderr
