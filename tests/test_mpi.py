@@ -1,10 +1,11 @@
-"""``mpirun -n N vdfzip encode|decode``: the same file as one process, one report, one error.
+"""``mpirun -n N vdfzip encode|decode|verify``: the same file (or report) as one process, one error.
 
 Real MPI jobs (the MPICH wheel's ``mpiexec`` from the ``mpi`` extra) with 2 and 3 ranks, compared
-byte for byte with the serial encoding and decoding."""
+byte for byte with the serial encoding and decoding, and verify's JSON with one process's."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from conftest import UNDER_CI, shared_file
 from vdfzip import synth, vlasiator, vlsv
 from vdfzip.decode import decode_file
 from vdfzip.encode import encode_file
+from vdfzip.verify import verify_files
 
 pytestmark = pytest.mark.mpi
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
@@ -160,6 +162,12 @@ def test_a_corrupted_cell_ends_the_decoding_job_with_one_error(tmp_path, serial_
     assert "fails its checksum" in job.stderr and list(out.iterdir()) == []
 
 
-def test_commands_that_do_not_run_distributed_say_so(tmp_path, synthetic):
-    job = _mpi(2, "verify", synthetic, synthetic)
-    assert job.returncode == 2 and job.stderr.count("\n") == 1 and "without the MPI launcher" in job.stderr
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_ranks_verify_as_one_process(serial_decoding, synthetic, ranks):
+    """verify's JSON on N ranks equals one process's, for the compressed and the decoded file."""
+    compressed, _ = serial_decoding(synthetic)
+    decoded = compressed.with_name("d.vlsv")
+    for other in (compressed, decoded):
+        job = _mpi(ranks, "verify", synthetic, other, "--json")
+        assert job.returncode == 0 and job.stderr == "", job.stderr
+        assert json.loads(job.stdout) == json.loads(json.dumps(verify_files(synthetic, other)))

@@ -16,7 +16,7 @@ import threading
 import warnings
 
 from . import __version__
-from .distributed import is_root, refuse
+from .distributed import is_root
 from .errors import VdfzipError
 from .fileio import check_output_path
 
@@ -178,11 +178,11 @@ def _run_verify(args) -> int:
     from .report import format_verify_report
     from .verify import verify_files
 
-    refuse("verify")
     plot = None if args.plot is None else check_output_path(args.plot, inputs=[args.original, args.other],
                                                             overwrite=True)
     report = verify_files(args.original, args.other, plot=plot)
-    print(json.dumps(report, indent=2) if args.json else format_verify_report(report))
+    if report is not None:  # under MPI: rank 0 reports for the job
+        print(json.dumps(report, indent=2) if args.json else format_verify_report(report))
     return EXIT_OK
 
 

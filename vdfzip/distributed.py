@@ -53,12 +53,6 @@ def is_root() -> bool:
     return comm is None or comm.Get_rank() == 0
 
 
-def refuse(command: str) -> None:
-    """Raise for a command that does not run distributed yet, on every rank alike."""
-    if world() is not None:
-        raise VdfzipError(f"vdfzip {command} does not run on several MPI ranks yet; run it without the MPI launcher")
-
-
 def rank_ranges(block_offsets: np.ndarray, ranks: int) -> list[tuple[int, int]]:
     """Contiguous ``[start, stop)`` cell ranges, one per rank, with about equal blocks each
     (ranks beyond the cell count get empty ranges)."""

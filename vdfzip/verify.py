@@ -5,6 +5,7 @@ percentiles, moment errors (density, velocity over the thermal speed, scalar and
 heat flux), tail metrics (log10 error over voxels above the sparsity threshold, content lost,
 content blocks lost or gained), whether block ids (in order, and as sets) and every non-VDF
 array are identical, the codecs used and the honest compression ratio when OTHER is compressed.
+Under MPI every rank compares a share of the cells and rank 0 merges them.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import integrity, layout, metrics, physics, vlsv
+from . import distributed, integrity, layout, metrics, physics, vlsv
 from .check import check_file
 from .decode import CompressedFile
 from .encode import MAX_BATCH_BLOCKS
 from .errors import VdfzipError
 from .reconstruct import cell_rel_l2
-from .vlasiator import VDF_TAGS, CellBatch, Population, VlasiatorFile, cell_ranges
+from .vlasiator import VDF_TAGS, CellBatch, Population, VlasiatorFile
 
 _LOG_BINS = np.linspace(0.0, 12.0, 12001)  # |log10 g − log10 f| histogram, 1e-3-decade bins
 SERIES = ("cell_id", "rel_l2", "tail_p95", "density", "velocity", "pressure_tensor")
@@ -169,31 +170,54 @@ def non_vdf_identical(a: vlsv.VlsvFile, b: vlsv.VlsvFile) -> bool:
     )
 
 
-def verify_files(original: str | os.PathLike, other: str | os.PathLike, *, plot: str | os.PathLike | None = None) -> dict:
+def verify_files(original: str | os.PathLike, other: str | os.PathLike, *, plot: str | os.PathLike | None = None
+                 ) -> dict | None:
     """Compare ``other`` (a decoded or a vdfzip-compressed file) with ``original``; a compressed
     ``other`` passes every check of ``vdfzip check`` first. With ``plot``, also write a PNG of the
-    per-cell errors along the file and VDF slices of the worst cells (:mod:`vdfzip.plot`)."""
+    per-cell errors along the file and VDF slices of the worst cells (:mod:`vdfzip.plot`).
+
+    Under an MPI launcher with more than one rank every rank compares a block-balanced share of
+    each population's cells; rank 0 checks the compressed file, merges the shares in cell order
+    and returns the report (the same as one process's), the other ranks None."""
+    comm = distributed.world()
+    rank, ranks = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
+    agreed = (lambda step: step()) if comm is None else functools.partial(distributed.agreed, comm)
     with vlsv.read(other) as other_vlsv:
         if layout.is_compressed(other_vlsv):
-            check_file(other)
+            agreed(lambda: check_file(other) if rank == 0 else None)
     with VlasiatorFile(original) as source, vlsv.read(other) as other_vlsv:
         compressed = CompressedFile(other_vlsv) if layout.is_compressed(other_vlsv) else None
         plain = VlasiatorFile(other_vlsv)  # the populations stored as plain blocks
+        populations = {name: p for name, p in source.populations.items() if p.block_count}
+
+        def other_cells(name: str):
+            is_compressed = compressed is not None and name in compressed.populations
+            return functools.partial(compressed.cells, name) if is_compressed else plain.population(name).cells
+
+        def compare_share() -> dict[str, Accumulator]:
+            shares = {}
+            for name, population in populations.items():
+                first, stop = distributed.rank_ranges(population.offsets, ranks)[rank]
+                acc, cells = Accumulator(), other_cells(name)
+                for start, end in population.batch_ranges(MAX_BATCH_BLOCKS, cells=(first, stop)):
+                    acc.merge(compare_batch(population.cells(start, end), cells(start, end), population))
+                shares[name] = acc
+            return shares
+
+        shares = [agreed(compare_share)] if comm is None else comm.gather(agreed(compare_share))
+        if rank:
+            return None
         report = {"populations": {}}
         compared = {}
         total, cells, methods, input_bytes, output_bytes = Accumulator(), 0, Counter(), 0, 0
-        for name, population in source.populations.items():
-            if not population.block_count:
-                continue
+        for name, population in populations.items():
             acc = Accumulator()
-            is_compressed = compressed is not None and name in compressed.populations
-            other_cells = functools.partial(compressed.cells, name) if is_compressed else plain.population(name).cells
-            for start, stop in cell_ranges(population.offsets, MAX_BATCH_BLOCKS):
-                acc.merge(compare_batch(population.cells(start, stop), other_cells(start, stop), population))
-            compared[name] = (population, other_cells, acc.cell_series())
+            for share in shares:
+                acc.merge(share[name])
+            compared[name] = (population, other_cells(name), acc.cell_series())
             pop_methods = _methods(compressed, name)
             entry = acc.report(population.cell_count) | {"methods": pop_methods}
-            if is_compressed:
+            if compressed is not None and name in compressed.populations:
                 entry["profile"] = compressed.populations[name].profile
                 entry["ratio"] = population.vdf_bytes / compressed.populations[name].compressed_bytes
                 input_bytes += population.vdf_bytes
