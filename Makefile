@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 # the project's torch range does not pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart bench-speed bench-runtime clean
+.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart bench-speed bench-runtime bench-scaling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,10 @@ bench-speed: install
 # warm-started against cold neural fits in the toy simulation of examples/runtime_loop.py
 bench-runtime: install
 	$(BIN)/python bench/runtime.py --markdown bench/RESULTS-runtime.md
+
+# encode and decode of a 1 GB synthetic restart on 1 and 2 MPI ranks; the 6 TiB model
+bench-scaling: install-dev
+	$(BIN)/python bench/scaling.py --gigabytes 1 --markdown bench/RESULTS-scaling.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

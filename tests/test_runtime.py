@@ -81,6 +81,8 @@ def test_decoded_cells_keep_the_moments_and_the_block_sets(restart, compressed):
     assert np.allclose(got.density, want.density, rtol=1e-6, atol=0)
     scale = np.abs(want.pressure).max(axis=(1, 2))[:, None, None]
     assert np.all(np.abs(got.pressure - want.pressure) <= 1e-6 * scale)
+    stored = compressed["proton"].moments  # in SI units: the compressor's particle mass
+    assert np.allclose(stored.density, want.density, rtol=1e-6, atol=0)
     summary = compressed["proton"].summary()
     assert summary["cells"] == len(ids) and summary["rel_l2"]["max"] <= 1e-2 and summary["ratio"] > 1
 

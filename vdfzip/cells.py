@@ -24,6 +24,7 @@ import numpy as np
 from . import __version__, layout
 from .codecs import get_codec
 from .errors import CorruptFileError
+from .physics import Moments
 from .vlasiator import CellBatch, Species, VelocityMesh
 
 MAGIC = b"VDFZCELL"
@@ -97,6 +98,12 @@ class CompressedCells(layout.RecordTable):
         """Per cell: the id of the codec that stores it."""
         ids = [c["id"] for c in self.settings["codecs"]]
         return [ids[k] for k in self.index["codec"]]
+
+    @property
+    def moments(self) -> Moments:
+        """The stored moments of every cell (density, bulk velocity, pressure tensor): what the
+        decoded values hold to 1e-6."""
+        return layout.columns_to_moments(self.moment_columns, self.mass)
 
     @property
     def input_bytes(self) -> int:

@@ -27,8 +27,8 @@ from .errors import VdfzipError
 from .fileio import check_output_path
 from .reconstruct import LOSSLESS
 from .runtime import Compressor
-from .writer import EncodedPopulation, PopulationSummary, write_populations
 from .vlasiator import Population, VlasiatorFile
+from .writer import EncodedPopulation, PopulationSummary, write_populations
 
 log = logging.getLogger("vdfzip")
 
@@ -45,6 +45,8 @@ MIN_BATCH_BLOCKS = 1 << 12
 #: (:func:`vdfzip.workers.worker_count`). Measured there: 2 workers on the 12.6 MB shock restart
 #: (48,538 blocks) took longer than one process; on a 234 MB synthetic restart, 2.1× faster.
 ENCODE_BLOCKS_PER_WORKER = 1 << 16
+
+
 def default_output(path: Path, suffix: str) -> Path:
     """``restart.vlsv`` → ``restart<suffix>.vlsv`` (``.vdfz`` when encoding)."""
     stem = path.name[: -len(".vlsv")] if path.name.endswith(".vlsv") else path.name
