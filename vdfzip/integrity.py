@@ -31,14 +31,19 @@ class IntegrityError(CorruptFileError):
     """A byte of a compressed file differs from what was written."""
 
 
-def restored_footer(elements: Sequence[vlsv.Element]) -> bytes:
-    """The footer :class:`vlsv.VlsvWriter` writes for these elements written in this order:
-    offsets laid out from the end of the header, array after array."""
+def laid_out(elements: Sequence[vlsv.Element]) -> list[vlsv.Element]:
+    """The elements at the offsets :class:`vlsv.VlsvWriter` gives them when it writes them in
+    this order: from the end of the header, array after array."""
     laid, offset = [], vlsv.HEADER_BYTES
     for e in elements:
         laid.append(vlsv.Element(e.tag, e.attrs, offset))
         offset += e.nbytes
-    return vlsv.format_footer(laid)
+    return laid
+
+
+def restored_footer(elements: Sequence[vlsv.Element]) -> bytes:
+    """The footer :class:`vlsv.VlsvWriter` writes for these elements written in this order."""
+    return vlsv.format_footer(laid_out(elements))
 
 
 def manifest(elements: Sequence[vlsv.Element], digests: Sequence[str], restored: Sequence[vlsv.Element]) -> bytes:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import distributed, layout, vlsv
+from . import distributed, integrity, layout, vlsv
 from .decode import CompressedFile
 from .encode import MAX_BATCH_BLOCKS
 from .vlasiator import cell_ranges
@@ -36,11 +36,7 @@ def decode_on_ranks(comm, compressed: CompressedFile, output: Path, hints: dict[
 def _laid_out(elements: list[vlsv.Element]) -> list[tuple[vlsv.Element, vlsv.Element]]:
     """(element as the compressed file holds it or describes it, the same at its offset in the
     decoded file), in the decoded file's order."""
-    laid, offset = [], vlsv.HEADER_BYTES
-    for e in elements:
-        laid.append((e, vlsv.Element(e.tag, e.attrs, offset)))
-        offset += e.nbytes
-    return laid
+    return list(zip(elements, integrity.laid_out(elements)))
 
 
 def _write_share(comm, tmp: Path, compressed: CompressedFile, laid, hints: dict[str, str]) -> None:
