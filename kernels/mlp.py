@@ -206,7 +206,7 @@ def _train_cell(c, theta, inputs, base, target, weight, norm, dims, activation, 
     loss[c] = partial / norm[c]
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def train_step_cpu(theta, inputs, base, target, weight, norm, dims, activation, gradient, loss):
     """CPU twin: cells in parallel, each in tiles of TILE samples. ``theta`` (cells, P) and the
     float32 data as in :func:`_train_tile` with ``inputs`` (cells, M, d_in) and ``base``,
@@ -279,7 +279,7 @@ def _infer_voxels(row, start, count, block_ids, cell_of_row, nbx, nby, wid, vmin
         out[row, start + t] = base * math.exp(min(z[0, t], S_MAX)) if base != 0.0 else 0.0
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True)
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def infer_cpu(block_ids, cell_of_row, nbx, nby, wid, vmin, dv,
               mean, whiten, amplitude, centre, precision, freq, theta, dims, activation, out):
     """CPU twin: block rows in parallel, each in tiles of at most TILE voxels; ``out`` is
@@ -333,7 +333,7 @@ def _adam(index, theta, grad, m1, m2, rate, beta1, beta2, eps, correction1, corr
     theta[index] -= rate * (m1[index] / correction1) / (math.sqrt(m2[index] / correction2) + eps)
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def adam_cpu(theta, grad, m1, m2, rate, beta1, beta2, eps, step):
     """CPU twin: one Adam step in place on flat arrays."""
     correction1, correction2 = 1.0 - beta1**step, 1.0 - beta2**step

@@ -64,7 +64,7 @@ def _cell_sums(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, out):
             s[3] /= s[0]
 
 
-@numba.njit(parallel=True, cache=True)
+@numba.njit(parallel=True, cache=True, nogil=True)
 def cell_sums_cpu(block_ids, values, offsets, nbx, nby, wid, vmin, dv, out):
     """CPU twin: cells in parallel over the cores."""
     for cell in numba.prange(len(offsets) - 1):

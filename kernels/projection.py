@@ -93,14 +93,14 @@ def _cell_pass_cpu(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, ce
     _cell_pass(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, tile, out, apply)
 
 
-@numba.njit(parallel=True, fastmath=_FAST, cache=True)
+@numba.njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)
 def newton_sums_cpu(cells, block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out):
     """CPU twin of the Newton sums over the cells listed in ``cells``, in parallel."""
     for i in numba.prange(len(cells)):
         _cell_pass_cpu(cells[i], block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out, False)
 
 
-@numba.njit(parallel=True, fastmath=_FAST, cache=True)
+@numba.njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)
 def apply_cpu(block_ids, values, offsets, nbx, nby, wid, vmin, dv, centers, scales, lams, out):
     """CPU twin of the reweighting: cells in parallel."""
     for cell in numba.prange(len(offsets) - 1):
