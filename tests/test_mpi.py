@@ -162,12 +162,11 @@ def test_a_corrupted_cell_ends_the_decoding_job_with_one_error(tmp_path, serial_
     assert "fails its checksum" in job.stderr and list(out.iterdir()) == []
 
 
-@pytest.mark.parametrize("ranks", [2, 3])
-def test_ranks_verify_as_one_process(serial_decoding, synthetic, ranks):
-    """verify's JSON on N ranks equals one process's, for the compressed and the decoded file."""
+def test_ranks_verify_as_one_process(serial_decoding, synthetic):
+    """verify's JSON on 3 ranks equals one process's, for the compressed and the decoded file."""
     compressed, _ = serial_decoding(synthetic)
     decoded = compressed.with_name("d.vlsv")
     for other in (compressed, decoded):
-        job = _mpi(ranks, "verify", synthetic, other, "--json")
+        job = _mpi(3, "verify", synthetic, other, "--json")
         assert job.returncode == 0 and job.stderr == "", job.stderr
         assert json.loads(job.stdout) == json.loads(json.dumps(verify_files(synthetic, other)))
