@@ -64,8 +64,6 @@ class CompressedCells(layout.RecordTable):
         if len(self.index) != len(self.moment_columns) or len(self.index) != len(self.errors):
             raise CorruptBlobError(f"{len(self.index)} index rows, {len(self.moment_columns)} moment rows and "
                                    f"{len(self.errors)} errors: not one of each per cell")
-        object.__setattr__(self, "record_offsets", np.concatenate([[0], np.cumsum(layout.record_sizes(self.index))]))
-        object.__setattr__(self, "block_offsets", np.concatenate([[0], np.cumsum(self.index["blocks"], dtype=np.int64)]))
         if self.record_offsets[-1] != len(self.records):
             raise CorruptBlobError(f"the index describes {self.record_offsets[-1]} bytes of records, "
                                    f"there are {len(self.records)}")

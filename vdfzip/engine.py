@@ -352,9 +352,10 @@ def settings(tol: float = 1e-2, method: str | None = None, profile: str | None =
 
 def compress_batch(batch: CellBatch, species: Species, settings: Settings) -> CompressedCells:
     """The compressed cells of ``batch`` (:func:`encode_batch` under ``settings``), their records
-    and index rows as a file stores them."""
+    and index rows as a file stores them, with the time and the neural fit steps they took."""
     started = time.perf_counter()
     s = settings
+    steps_before = _steps_trained(s.chain)
     encoded = encode_batch(batch, species, list(s.chain), s.profile, s.tol, s.keep_order, s.best_of)
     index = np.zeros(len(batch), dtype=layout.INDEX_DTYPE)
     records = []
@@ -364,4 +365,9 @@ def compress_batch(batch: CellBatch, species: Species, settings: Settings) -> Co
         index[i] = (encoded.batch.cell_ids[i], encoded.batch.offsets[i + 1] - encoded.batch.offsets[i], len(structure),
                     len(restoration), len(payload), encoded.codec_of_cell[i], layout.checksum(records[-1]))
     return CompressedCells(species, s.header(), index, encoded.moment_columns, b"".join(records), encoded.errors,
-                           batch.first, time.perf_counter() - started)
+                           batch.first, time.perf_counter() - started, _steps_trained(s.chain) - steps_before)
+
+
+def _steps_trained(chain) -> int:
+    """The neural codecs' training steps so far, summed (codecs without fits have none)."""
+    return sum(getattr(codec, "steps_trained", 0) for codec in chain)

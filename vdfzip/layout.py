@@ -195,10 +195,15 @@ class RecordTable(ABC):
     dtype: np.dtype
     stores_restorations: bool = True  # does each lossy cell carry its restoration multipliers (format ≥ 3)?
 
-    def _set_index(self, index: np.ndarray) -> None:
-        self.index = index
-        self.record_offsets = np.concatenate([[0], np.cumsum(record_sizes(index))])
-        self.block_offsets = np.concatenate([[0], np.cumsum(index["blocks"], dtype=np.int64)])
+    @cached_property
+    def record_offsets(self) -> np.ndarray:
+        """Where each cell's record starts in the records' bytes (and where the last one ends)."""
+        return np.concatenate([[0], np.cumsum(record_sizes(self.index))])
+
+    @cached_property
+    def block_offsets(self) -> np.ndarray:
+        """Where each cell's blocks start among the population's blocks (and where the last end)."""
+        return np.concatenate([[0], np.cumsum(self.index["blocks"], dtype=np.int64)])
 
     @abstractmethod
     def _record_bytes(self, cell: int) -> bytes:
@@ -303,7 +308,7 @@ class CompressedPopulation(RecordTable):
         self.header = self._read_header()
         self.codecs: list[Codec] = self._read_codecs()
         self._records = file.element("VDFZIP_RECORDS", name=name)
-        self._set_index(self._read_index())
+        self.index = self._read_index()
         moments = file.read("VDFZIP_MOMENTS", name=name)
         self._verify(moments, "moments", "VDFZIP_MOMENTS")
         if moments.shape != (len(self.index), MOMENT_COLUMNS):

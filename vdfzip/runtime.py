@@ -135,12 +135,7 @@ class Compressor:
     def compress_batch(self, batch: CellBatch) -> CompressedCells:
         """The compressed cells of a :class:`CellBatch` of this population (blocks here)."""
         species = replace(self.species, dtype=np.asarray(batch.values).dtype)
-        before = self._steps_trained()
-        cells = engine.compress_batch(batch, species, self.settings)
-        return replace(cells, fit_steps=self._steps_trained() - before)
-
-    def _steps_trained(self) -> int:
-        return sum(getattr(codec, "steps_trained", 0) for codec in self.settings.chain)
+        return engine.compress_batch(batch, species, self.settings)
 
     def compress(self, cell_ids, blocks_per_cell, block_ids, values, *, mesh: VelocityMesh | None = None
                  ) -> CompressedCells:

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -121,26 +121,38 @@ class EncodedPopulation:
                 sink.write(np.frombuffer(chunk, np.uint8))
 
 
+def _places(template: vlsv.VlsvFile, names) -> Iterator[tuple[str | None, str | None, vlsv.Element | None]]:
+    """The compressed file's elements in order, as (population, VDF tag, template element): the
+    template's elements, a VDF array of a population in ``names`` as (name, tag, its element),
+    any other as (None, None, element); then (name, tag, None) for the VDF arrays of those
+    populations the template does not have."""
+    placed = set()
+    for element in template.write_order():
+        if element.tag in VDF_TAGS and element.name in names:
+            placed.add((element.name, element.tag))
+            yield element.name, element.tag, element
+        else:
+            yield None, None, element
+    for name in names:
+        for tag in VDF_TAGS:
+            if (name, tag) not in placed:
+                yield name, tag, None
+
+
 def write_populations(writer: vlsv.VlsvWriter, template: vlsv.VlsvFile, encoded: Mapping[str, EncodedPopulation]
                       ) -> None:
     """Write the template's elements in its write order, each VDF array of an encoded population
     replaced in its place by the vdfzip array (appended at the end for populations whose VDF
     arrays the template does not have), then the manifest of the file the decoder restores."""
     arrays = {name: e.arrays() for name, e in encoded.items()}
-    restored, written = [], set()
-    for element in template.write_order():
-        if element.tag in VDF_TAGS and element.name in encoded:
-            encoded[element.name].write_array(writer, *arrays[element.name][element.tag])
-            restored.append(encoded[element.name].originals[element.tag])
-            written.add((element.name, element.tag))
-        else:
+    restored = []
+    for name, tag, element in _places(template, encoded):
+        if name is None:
             writer.copy_element(element, template.raw_chunks(element))
             restored.append(element)
-    for name, e in encoded.items():
-        for tag in VDF_TAGS:
-            if (name, tag) not in written:
-                e.write_array(writer, *arrays[name][tag])
-                restored.append(e.originals[tag])
+        else:
+            encoded[name].write_array(writer, *arrays[name][tag])
+            restored.append(encoded[name].originals[tag])
     integrity.write(writer, restored)
 
 
@@ -209,7 +221,7 @@ def _population_from_cells(file: VlasiatorFile, name: str, parts: list[Compresse
 def _lay_out_originals(template: vlsv.VlsvFile, encoded: dict[str, EncodedPopulation]) -> None:
     """Set each population's ``originals``: the VDF arrays the decoded file will hold, with the
     template's attributes (but sizes and types) and the offsets the decoder's writer gives them."""
-    def original(name: str, tag: str, like: vlsv.Element | None, offset: int) -> vlsv.Element:
+    def original(name: str, tag: str, like: vlsv.Element | None) -> vlsv.Element:
         e = encoded[name]
         blocks = int(e.index["blocks"].sum())
         rows, width = {"CELLSWITHBLOCKS": (len(e.index), 1), "BLOCKSPERCELL": (len(e.index), 1),
@@ -217,17 +229,10 @@ def _lay_out_originals(template: vlsv.VlsvFile, encoded: dict[str, EncodedPopula
         keep = {k: v for k, v in (like.attrs if like else {"name": name, "mesh": "SpatialGrid"}).items()
                 if k not in ("arraysize", "vectorsize", "datasize", "datatype")}
         dtype = _VDF_DTYPES.get(tag, e.species.dtype)
-        return vlsv.Element(tag, vlsv.array_attrs(dtype, rows, width, **keep), offset)
+        return vlsv.Element(tag, vlsv.array_attrs(dtype, rows, width, **keep), 0)
 
-    offset, placed = vlsv.HEADER_BYTES, set()
-    for element in template.write_order():
-        if element.tag in VDF_TAGS and element.name in encoded:
-            element = encoded[element.name].originals[element.tag] = original(element.name, element.tag, element,
-                                                                              offset)
-            placed.add((element.name, element.tag))
-        offset += element.nbytes
-    for name in encoded:
-        for tag in VDF_TAGS:
-            if (name, tag) not in placed:
-                element = encoded[name].originals[tag] = original(name, tag, None, offset)
-                offset += element.nbytes
+    places = [(name, tag, element if name is None else original(name, tag, element))
+              for name, tag, element in _places(template, encoded)]
+    for (name, tag, _), laid in zip(places, integrity.laid_out([element for _, _, element in places])):
+        if name is not None:
+            encoded[name].originals[tag] = laid
