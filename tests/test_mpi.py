@@ -6,9 +6,12 @@ byte for byte with the serial encoding and decoding, and verify's JSON with one 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +112,37 @@ def test_a_failing_rank_ends_the_job_with_one_error_naming_it(tmp_path, syntheti
     assert list(out.iterdir()) == []
 
 
+def test_a_missing_input_is_one_error(tmp_path):
+    job = _mpi(2, "encode", tmp_path / "missing.vlsv", "-o", tmp_path / "c.vdfz.vlsv")
+    assert job.returncode == 2 and job.stderr == f"vdfzip: error: {tmp_path / 'missing.vlsv'}: cannot open for reading: File does not exist\n", job.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def busy_restart(tmp_path_factory):
+    """A restart whose encode keeps 2 ranks busy for ~5 s."""
+    path = tmp_path_factory.mktemp("busy") / "restart.vlsv"
+    synth.write_synthetic_restart(path, cells=200, seed=2)
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code, group", [(signal.SIGINT, 130, True), (signal.SIGTERM, 143, False)])
+def test_an_interrupted_job_leaves_nothing_behind(tmp_path, busy_restart, signum, code, group):
+    """Ctrl-C (SIGINT to the launcher's process group) and a scheduler's SIGTERM to the launcher
+    alone, while the ranks encode: one line from rank 0, no output, no temporary file."""
+    out = tmp_path / "out"
+    out.mkdir()
+    job = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, "-m", "vdfzip", "encode", busy_restart,
+                            "-o", out / "c.vlsv"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    time.sleep(2.5)  # past the start-up, inside the encoding
+    os.killpg(job.pid, signum) if group else job.send_signal(signum)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == code and err == "vdfzip: interrupted\n", (job.returncode, err)
+    assert list(out.iterdir()) == []
+
+
 @pytest.fixture(scope="module")
 def serial_decoding(tmp_path_factory, serial):
     """(compressed file, its one-process decoding) of a source, made once per module."""
@@ -170,3 +204,39 @@ def test_ranks_verify_as_one_process(serial_decoding, synthetic):
         job = _mpi(3, "verify", synthetic, other, "--json")
         assert job.returncode == 0 and job.stderr == "", job.stderr
         assert json.loads(job.stdout) == json.loads(json.dumps(verify_files(synthetic, other)))
+
+
+_PAST_4_GIB = r'''
+import sys
+from pathlib import Path
+import numpy as np
+from mpi4py import MPI
+from vdfzip import distributed, vlsv
+
+distributed.MAX_WRITE = 1000  # pieces of 1000 bytes: a 10 kB array takes 11 calls each way
+path, offset = Path(sys.argv[1]), 5 << 30
+data = np.arange(2500, dtype="<u4")
+handle = MPI.File.Open(MPI.COMM_SELF, str(path), MPI.MODE_WRONLY | MPI.MODE_CREATE)
+distributed.write_pieces(handle, [(offset, data.tobytes())], MPI.COMM_SELF)
+handle.Close()
+element = vlsv.Element("VARIABLE", vlsv.array_attrs(np.uint32, len(data), 1, name="far"), offset)
+with open(path, "r+b") as f:  # a VLSV file whose one array lies past 5 GiB, a hole before it
+    f.seek(offset + data.nbytes)
+    f.write(vlsv.format_footer([element]))
+    f.seek(0)
+    f.write(vlsv.file_header(offset + data.nbytes))
+with vlsv.VlsvFile(path, distributed.RankBytes(MPI.COMM_SELF, path, {})) as read:
+    assert read.elements[0].offset == offset
+    assert np.array_equal(read.read("VARIABLE", name="far"), data)
+    assert bytes(read.raw(read.elements[0], 4 * 1000, 4 * 1003)) == data[1000:1003].tobytes()
+print("ok")
+'''
+
+
+def test_mpi_io_reads_and_writes_past_4_gib_in_bounded_pieces(tmp_path):
+    """Offsets past 4 GiB (a sparse file) and pieces split to MAX_WRITE bytes per MPI-IO call,
+    written with ``write_pieces`` and read back through a rank's reader (``RankBytes``)."""
+    path = tmp_path / "far.vlsv"
+    job = subprocess.run([sys.executable, "-c", _PAST_4_GIB, str(path)], capture_output=True, text=True, timeout=120)
+    assert job.returncode == 0 and job.stdout.strip() == "ok", (job.stdout, job.stderr)
+    assert path.stat().st_size > 5 << 30

@@ -74,7 +74,7 @@ def _hint(text: str) -> tuple[str, str]:
 
 def _add_mpi_hints(command: argparse.ArgumentParser) -> None:
     command.add_argument("--mpi-hint", action="append", type=_hint, default=[], metavar="KEY=VALUE",
-                         help="MPI-IO hint for the output under an MPI launcher, e.g. striping_factor=32 on Lustre "
+                         help="MPI-IO hint for the files read and written under an MPI launcher, e.g. striping_factor=32 on Lustre "
                               "(repeatable)")
 
 
@@ -255,7 +255,8 @@ def _main(argv: list[str] | None) -> int:
         if is_root():  # under MPI every rank has the same agreed error: rank 0 says it once
             print(f"vdfzip: error: {exc}", file=sys.stderr)
     except (KeyboardInterrupt, _Terminated) as exc:
-        print("vdfzip: interrupted", file=sys.stderr)
+        if is_root():  # under MPI the launcher signals every rank
+            print("vdfzip: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else EXIT_TERMINATED
     except BrokenPipeError:  # output piped into e.g. head: nothing left to say
         sys.stderr.close()

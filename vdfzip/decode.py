@@ -131,13 +131,14 @@ def decode_file(
     blocks (default: ``$VDFZIP_JOBS``, else every available core; the same file for any count).
     Under an MPI launcher with more than one rank every rank takes part instead, one process
     each (:mod:`vdfzip.mpi_decode`; the same file as one process); ``mpi_hints`` are MPI-IO
-    hints for the output."""
+    hints for reading the input and writing the output."""
     jobs = workers.resolve_jobs(jobs)
     source = Path(source)
     output = Path(output) if output is not None else default_output(source, ".decoded")
-    with CompressedFile(source) as compressed, contextlib.ExitStack() as stack:
+    comm = distributed.world()
+    with CompressedFile(distributed.open_input(comm, source, mpi_hints or {})) as compressed, \
+            contextlib.ExitStack() as stack:
         output = check_output_path(output, inputs=[source], overwrite=force)
-        comm = distributed.world()
         if comm is not None:
             from .mpi_decode import decode_on_ranks
 

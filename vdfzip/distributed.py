@@ -18,6 +18,7 @@ from typing import TypeVar
 
 import numpy as np
 
+from . import vlsv
 from .errors import VdfzipError
 from .fileio import atomic_output
 
@@ -77,6 +78,78 @@ def agreed(comm, step: Callable[[], T]) -> T:
         if message is not None:
             raise RankError(f"rank {rank}: {message}")
     return result
+
+
+def mpi_info(hints: dict[str, str]):
+    """An ``MPI.Info`` holding ``hints`` (free it after the call that takes it)."""
+    from mpi4py import MPI
+
+    info = MPI.Info.Create()
+    for key, value in hints.items():
+        info.Set(key, value)
+    return info
+
+
+class RankBytes:
+    """A file's bytes as one rank of an MPI job reads them (the byte source of a
+    :class:`vdfzip.vlsv.VlsvFile`): rank 0 reads the header and the footer and broadcasts them,
+    and every other read is this rank's own, with MPI-IO at the offsets the footer gives, of just
+    the bytes asked for. Why not a memory map on every rank: 64,000 ranks parsing one footer
+    each is a metadata storm on a parallel file system, and MPI-IO honours the job's hints.
+
+    The reads are independent (``Read_at``), not collective: a rank that fails half-way through
+    its cells must not leave the others blocked in a collective read (they meet in
+    :func:`agreed`), and each rank's share of a population is one contiguous range, which a
+    collective read's aggregation would not make any larger."""
+
+    def __init__(self, comm, path: Path, hints: dict[str, str]):
+        from mpi4py import MPI
+
+        info = mpi_info(hints)
+        try:
+            self._file = MPI.File.Open(comm, str(path), MPI.MODE_RDONLY, info)
+        except MPI.Exception as error:
+            reason = MPI.Get_error_string(error.Get_error_class())  # the class's one line, not the error stack
+            raise VdfzipError(f"{path}: cannot open for reading: {reason}") from None
+        finally:
+            info.Free()
+        ends = None
+        if comm.Get_rank() == 0:
+            size = self._file.Get_size()
+            head = self._read(0, min(size, vlsv.HEADER_BYTES))
+            footer = int.from_bytes(head[8:16], "little") if len(head) == vlsv.HEADER_BYTES else size
+            footer = footer if vlsv.HEADER_BYTES <= footer < size else size
+            ends = (size, head, footer, self._read(footer, size))
+        self.size, self._head, self._footer, self._tail = comm.bcast(ends, root=0)
+
+    def _read(self, start: int, stop: int) -> bytearray:
+        buffer = bytearray(stop - start)
+        view = memoryview(buffer)
+        for offset in range(0, len(buffer), MAX_WRITE):
+            self._file.Read_at(start + offset, view[offset : offset + MAX_WRITE])
+        return buffer
+
+    def view(self, start: int, stop: int) -> memoryview:
+        """Bytes ``[start, stop)`` (read-only): from the broadcast header and footer, else read."""
+        if stop <= len(self._head):
+            return memoryview(self._head)[start:stop].toreadonly()
+        if start >= self._footer:
+            return memoryview(self._tail)[start - self._footer : stop - self._footer].toreadonly()
+        return memoryview(self._read(start, min(stop, self.size))).toreadonly()
+
+    def release(self) -> None:
+        """Nothing to release: every read is a buffer of its own, freed with its array."""
+
+    def close(self) -> None:
+        """Close the MPI file (collective: every rank closes its readers in the same order)."""
+        if self._file:
+            self._file.Close()
+
+
+def open_input(comm, path: Path, hints: dict[str, str]):
+    """``path`` opened for reading: memory-mapped in one process, through :class:`RankBytes`
+    on the ranks of ``comm``."""
+    return vlsv.read(path) if comm is None else vlsv.VlsvFile(path, RankBytes(comm, path, hints))
 
 
 def write_pieces(file, pieces: list[tuple[int, memoryview | bytes]], comm) -> None:

@@ -55,9 +55,10 @@ def default_output(path: Path, suffix: str) -> Path:
     return path.with_name(f"{stem}{suffix}.vlsv")
 
 
-def _encoding_state(source: Path, settings: Settings) -> dict:
-    """What encoding batches needs (:mod:`vdfzip.workers`): the input, the settings (their codecs
-    rebuilt on the CPU in a worker process) and a compressor per population, made on first use."""
+def _encoding_state(source: Path | vlsv.VlsvFile, settings: Settings) -> dict:
+    """What encoding batches needs (:mod:`vdfzip.workers`): the input (a path, or the file this
+    process has open), the settings (their codecs rebuilt on the CPU in a worker process) and a
+    compressor per population, made on first use."""
     return {"file": VlasiatorFile(source), "settings": settings, "compressors": {}}
 
 
@@ -70,7 +71,7 @@ def _encode_range(state: dict, item: tuple[str, int, int]) -> CompressedCells:
     return state["compressors"][name].compress_batch(population.cells(start, stop))
 
 
-def encoding_map(jobs: int, source: Path, settings: Settings, xp=np):
+def encoding_map(jobs: int, source: Path | vlsv.VlsvFile, settings: Settings, xp=np):
     """The ordered map :func:`encode_population` encodes batches with: ``jobs`` worker processes,
     or this process with the codecs as they are (for one job, and where the codecs fit on a GPU,
     which one process drives)."""
@@ -147,13 +148,13 @@ def encode_file(
     source = Path(source)
     output = Path(output) if output is not None else default_output(source, ".vdfz")
     started = time.perf_counter()
-    with VlasiatorFile(source) as file:
+    comm = distributed.world()
+    with VlasiatorFile(distributed.open_input(comm, source, mpi_hints or {})) as file:
         if layout.is_compressed(file.vlsv):
             raise VdfzipError(f"{source} is already compressed by vdfzip; decode it first")
         selected = _select_populations(file, populations)
         settings = engine.settings(tol, method, profile, tail_tol, block_order, file.is_restart, xp)
         output = check_output_path(output, inputs=[source], overwrite=force)
-        comm = distributed.world()
         if comm is not None:
             from .mpi_encode import encode_on_ranks
 

@@ -43,9 +43,7 @@ def _write_share(comm, tmp: Path, compressed: CompressedFile, laid, hints: dict[
     from mpi4py import MPI
 
     rank, ranks = comm.Get_rank(), comm.Get_size()
-    info = MPI.Info.Create()
-    for key, value in hints.items():
-        info.Set(key, value)
+    info = distributed.mpi_info(hints)
     handle = MPI.File.Open(comm, str(tmp), MPI.MODE_WRONLY | MPI.MODE_CREATE, info)
     try:
         chunk = 0
@@ -56,7 +54,7 @@ def _write_share(comm, tmp: Path, compressed: CompressedFile, laid, hints: dict[
             for start in range(0, source.nbytes, distributed.COPY_CHUNK):
                 if chunk % ranks == rank:
                     _write_at(handle, target.offset + start,
-                              compressed.vlsv.raw(source)[start : start + distributed.COPY_CHUNK])
+                              compressed.vlsv.raw(source, start, start + distributed.COPY_CHUNK))
                 chunk += 1
     finally:
         handle.Close()

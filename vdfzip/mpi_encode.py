@@ -34,7 +34,7 @@ def encode_on_ranks(comm, file, selected, settings, batch_cells, output: Path, h
 
         def encode_my_cells() -> None:
             # one process per rank: the ranks are the parallelism (and forking under MPI is unsafe)
-            mapped = stack.enter_context(encoding_map(1, file.path, settings))
+            mapped = stack.enter_context(encoding_map(1, file.vlsv, settings))
             for p in selected:
                 spool = stack.enter_context(tempfile.TemporaryFile(dir=output.parent))
                 window = distributed.rank_ranges(p.offsets, ranks)[rank]
@@ -111,7 +111,7 @@ def _write_arrays(comm, tmp: Path, file, mine, plan, hints) -> None:
             source = vlsv.Element(entry["tag"], entry["attrs"], entry["copy"])
             for start in range(0, source.nbytes, distributed.COPY_CHUNK):
                 if chunk % ranks == rank:
-                    view = file.vlsv.raw(source)[start : start + distributed.COPY_CHUNK]
+                    view = file.vlsv.raw(source, start, start + distributed.COPY_CHUNK)
                     pieces.append((entry["offset"] + start, view))
                 chunk += 1
         elif "records" in entry:
@@ -121,9 +121,7 @@ def _write_arrays(comm, tmp: Path, file, mine, plan, hints) -> None:
             if size:
                 maps.append(mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ))
                 pieces.append((entry["offset"] + before, memoryview(maps[-1])))
-    info = MPI.Info.Create()
-    for key, value in hints.items():
-        info.Set(key, value)
+    info = distributed.mpi_info(hints)
     handle = MPI.File.Open(comm, str(tmp), MPI.MODE_WRONLY | MPI.MODE_CREATE, info)
     try:
         distributed.write_pieces(handle, pieces, comm)

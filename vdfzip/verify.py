@@ -14,6 +14,7 @@ import functools
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -182,10 +183,11 @@ def verify_files(original: str | os.PathLike, other: str | os.PathLike, *, plot:
     comm = distributed.world()
     rank, ranks = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
     agreed = (lambda step: step()) if comm is None else functools.partial(distributed.agreed, comm)
-    with vlsv.read(other) as other_vlsv:
+    with distributed.open_input(comm, Path(other), {}) as other_vlsv:
         if layout.is_compressed(other_vlsv):
             agreed(lambda: check_file(other) if rank == 0 else None)
-    with VlasiatorFile(original) as source, vlsv.read(other) as other_vlsv:
+    with VlasiatorFile(distributed.open_input(comm, Path(original), {})) as source, \
+            distributed.open_input(comm, Path(other), {}) as other_vlsv:
         compressed = CompressedFile(other_vlsv) if layout.is_compressed(other_vlsv) else None
         plain = VlasiatorFile(other_vlsv)  # the populations stored as plain blocks
         populations = {name: p for name, p in source.populations.items() if p.block_count}

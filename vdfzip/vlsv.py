@@ -138,18 +138,45 @@ def _parse_footer(text: str, path: Path) -> list[Element]:
     return elements
 
 
-class VlsvFile:
-    """A VLSV file opened read-only over a memory map. Use :func:`read` to open one."""
+class MappedBytes:
+    """A file's bytes through a read-only memory map: views of it, no copies."""
 
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        with open(self.path, "rb") as handle:
+    def __init__(self, path: Path):
+        with open(path, "rb") as handle:
             self.size = os.fstat(handle.fileno()).st_size
-            if self.size < HEADER_BYTES:
-                raise NotVlsvError(f"{self.path}: not a VLSV file ({self.size} bytes, shorter than the header)")
-            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
+
+    def view(self, start: int, stop: int) -> memoryview:
+        """Bytes ``[start, stop)``."""
+        return memoryview(self._map)[start:stop]
+
+    def release(self) -> None:
+        """Drop every page of the map from this process's resident set (``MADV_DONTNEED``); a
+        no-op where ``madvise`` is missing (Windows)."""
+        if hasattr(mmap, "MADV_DONTNEED") and isinstance(self._map, mmap.mmap) and not self._map.closed:
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        """Release the map; arrays still referenced keep it alive until they are dropped."""
+        if isinstance(self._map, mmap.mmap):
+            with contextlib.suppress(BufferError):
+                self._map.close()
+
+
+class VlsvFile:
+    """A VLSV file opened read-only, by default over a memory map. Use :func:`read` to open one.
+
+    ``data`` is where its bytes come from instead: anything with ``size``, ``view(start, stop)``,
+    ``release()`` and ``close()`` (an MPI rank's reader, :class:`vdfzip.distributed.RankBytes`)."""
+
+    def __init__(self, path: str | os.PathLike, data=None):
+        self.path = Path(path)
+        self._data = MappedBytes(self.path) if data is None else data
+        self.size = self._data.size
+        if self.size < HEADER_BYTES:
+            raise NotVlsvError(f"{self.path}: not a VLSV file ({self.size} bytes, shorter than the header)")
         self._handed_out = 0
-        endianness, footer = struct.unpack_from("<QQ", self._map, 0)
+        endianness, footer = struct.unpack_from("<QQ", self._data.view(0, HEADER_BYTES), 0)
         if endianness & 0xFF not in (0, 1) or endianness >> 8:
             raise NotVlsvError(f"{self.path}: not a VLSV file (bad endianness marker {endianness:#x})")
         if endianness == 1:
@@ -162,7 +189,7 @@ class VlsvFile:
             )
         self.footer_offset = footer
         try:
-            text = self._map[footer:].decode("ascii")
+            text = bytes(self._data.view(footer, self.size)).decode("ascii")
         except UnicodeDecodeError as exc:
             raise NotVlsvError(f"{self.path}: not a VLSV file (footer is not ASCII text)") from exc
         self.elements: tuple[Element, ...] = tuple(_parse_footer(text, self.path))
@@ -180,9 +207,8 @@ class VlsvFile:
         self.close()
 
     def close(self) -> None:
-        """Release the map; arrays still referenced keep it alive until they are dropped."""
-        with contextlib.suppress(BufferError):
-            self._map.close()
+        """Release the file's bytes (a map: arrays still referenced keep it alive until dropped)."""
+        self._data.close()
 
     def find(self, tag: str, **attrs) -> Element | None:
         """The first element with ``tag`` and all ``attrs``, or None."""
@@ -212,21 +238,23 @@ class VlsvFile:
             raise IndexError(f"rows [{start}, {stop}) outside {element.describe()} of {element.arraysize} rows")
         dtype, vs = element.dtype, element.vectorsize
         self._count((stop - start) * vs * dtype.itemsize)
-        data = np.frombuffer(self._map, dtype, (stop - start) * vs, element.offset + start * vs * dtype.itemsize)
+        first = element.offset + start * vs * dtype.itemsize
+        data = np.frombuffer(self._data.view(first, first + (stop - start) * vs * dtype.itemsize), dtype)
         return data if vs == 1 else data.reshape(stop - start, vs)
 
     def read_text(self, element: Element | str, **attrs) -> str:
         """A char array (``CONFIG``, ``VERSION``) as text, without trailing NULs."""
         return self.read(element, **attrs).tobytes().decode("utf-8", errors="replace").rstrip("\0")
 
-    def raw(self, element: Element) -> memoryview:
-        """The array's bytes, unparsed."""
-        self._count(element.nbytes)
-        return memoryview(self._map)[element.offset : element.offset + element.nbytes]
+    def raw(self, element: Element, start: int = 0, stop: int | None = None) -> memoryview:
+        """The array's bytes (or its bytes ``[start, stop)``), unparsed."""
+        stop = element.nbytes if stop is None else min(stop, element.nbytes)
+        self._count(stop - start)
+        return self._data.view(element.offset + start, element.offset + stop)
 
     def raw_footer(self) -> bytes:
         """The footer's bytes, as they are in the file."""
-        return bytes(self._map[self.footer_offset :])
+        return bytes(self._data.view(self.footer_offset, self.size))
 
     def raw_chunks(self, element: Element, size: int = RELEASE_BYTES // 4) -> Iterator[memoryview]:
         """The array's bytes in pieces of at most ``size``, each counted when handed out, so that
@@ -234,7 +262,7 @@ class VlsvFile:
         for start in range(element.offset, element.offset + element.nbytes, size):
             stop = min(start + size, element.offset + element.nbytes)
             self._count(stop - start)
-            yield memoryview(self._map)[start:stop]
+            yield self._data.view(start, stop)
 
     def _count(self, nbytes: int) -> None:
         """Note ``nbytes`` more handed out; past :data:`RELEASE_BYTES`, release the map's pages first."""
@@ -243,14 +271,13 @@ class VlsvFile:
             self.release_pages()
 
     def release_pages(self) -> None:
-        """Drop every page of the map from this process's resident set (``MADV_DONTNEED``).
+        """Drop the pages of the file's map from this process's resident set.
 
         Why: a streamed read of a 2 GB file would otherwise leave 2 GB resident. Arrays already
         handed out stay valid: the file is read-only, and a released page is mapped back from the
-        page cache when touched again. A no-op where ``madvise`` is missing (Windows)."""
+        page cache when touched again."""
         self._handed_out = 0
-        if hasattr(mmap, "MADV_DONTNEED") and not self._map.closed:
-            self._map.madvise(mmap.MADV_DONTNEED)
+        self._data.release()
 
     def write_order(self) -> list[Element]:
         """Elements in the order their bytes lie in the file (the order they were written)."""
