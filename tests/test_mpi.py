@@ -217,7 +217,8 @@ distributed.MAX_WRITE = 1000  # pieces of 1000 bytes: a 10 kB array takes 11 cal
 path, offset = Path(sys.argv[1]), 5 << 30
 data = np.arange(2500, dtype="<u4")
 handle = MPI.File.Open(MPI.COMM_SELF, str(path), MPI.MODE_WRONLY | MPI.MODE_CREATE)
-distributed.write_pieces(handle, [(offset, data.tobytes())], MPI.COMM_SELF)
+raw = data.tobytes()
+distributed.write_pieces(handle, [(offset, len(raw), lambda a, b: raw[a:b])], MPI.COMM_SELF)
 handle.Close()
 element = vlsv.Element("VARIABLE", vlsv.array_attrs(np.uint32, len(data), 1, name="far"), offset)
 with open(path, "r+b") as f:  # a VLSV file whose one array lies past 5 GiB, a hole before it

@@ -11,7 +11,11 @@ same decision point, so a failure on one rank ends all of them with one message,
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
+import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -31,6 +35,29 @@ MAX_WRITE = 1 << 28
 COPY_CHUNK = 1 << 26
 
 T = TypeVar("T")
+log = logging.getLogger("vdfzip")
+#: Seconds this process has spent in MPI-IO reads and writes, (rank 0) in sealing the output, and
+#: waiting for the other ranks (:func:`agreed`), by kind (for :func:`log_times`).
+io_seconds: Counter[str] = Counter()
+
+
+@contextlib.contextmanager
+def timed_io(kind: str):
+    """Add the block's wall time to ``io_seconds[kind]``."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        io_seconds[kind] += time.perf_counter() - started
+
+
+def log_times(comm, command: str, started: float) -> None:
+    """Log (at DEBUG) this rank's wall time since ``started`` and its parts: where a job's time
+    goes (compute: everything but the MPI-IO and the seal)."""
+    total = time.perf_counter() - started
+    parts = [io_seconds[kind] for kind in ("read", "write", "seal", "wait")]
+    log.debug("VDFZIP_TIMES %s rank %d: %.2f s, read %.2f s, write %.2f s, seal %.2f s, wait %.2f s, compute %.2f s",
+              command, comm.Get_rank(), total, *parts, total - sum(parts))
 
 
 class RankError(VdfzipError):
@@ -73,7 +100,8 @@ def agreed(comm, step: Callable[[], T]) -> T:
         result = step()
     except Exception as error:  # noqa: BLE001 (any failure must reach the other ranks)
         failure = f"{error}" if isinstance(error, VdfzipError) else f"{type(error).__name__}: {error}"
-    failures = comm.allgather(failure)
+    with timed_io("wait"):
+        failures = comm.allgather(failure)
     for rank, message in enumerate(failures):
         if message is not None:
             raise RankError(f"rank {rank}: {message}")
@@ -125,8 +153,9 @@ class RankBytes:
     def _read(self, start: int, stop: int) -> bytearray:
         buffer = bytearray(stop - start)
         view = memoryview(buffer)
-        for offset in range(0, len(buffer), MAX_WRITE):
-            self._file.Read_at(start + offset, view[offset : offset + MAX_WRITE])
+        with timed_io("read"):
+            for offset in range(0, len(buffer), MAX_WRITE):
+                self._file.Read_at(start + offset, view[offset : offset + MAX_WRITE])
         return buffer
 
     def view(self, start: int, stop: int) -> memoryview:
@@ -152,20 +181,21 @@ def open_input(comm, path: Path, hints: dict[str, str]):
     return vlsv.read(path) if comm is None else vlsv.VlsvFile(path, RankBytes(comm, path, hints))
 
 
-def write_pieces(file, pieces: list[tuple[int, memoryview | bytes]], comm) -> None:
-    """Collective writes (``Write_at_all``) of this rank's ``(offset, bytes)`` pieces, split to at
-    most :data:`MAX_WRITE` bytes a call; ranks with fewer calls join the others' with empty ones."""
+def write_pieces(file, pieces: list[tuple[int, int, Callable[[int, int], bytes | memoryview]]], comm) -> None:
+    """Collective writes (``Write_at_all``) of this rank's pieces, each ``(offset in the file,
+    size, read)`` with ``read(start, stop)`` the piece's bytes ``[start, stop)``, called just
+    before they are written: at most :data:`MAX_WRITE` bytes a call, so a rank holds one call's
+    bytes at a time. Ranks with fewer calls join the others' with empty ones."""
     from mpi4py import MPI
 
-    calls = []
-    for offset, data in pieces:
-        view = memoryview(data).cast("B")
-        calls += [(offset + start, view[start : start + MAX_WRITE]) for start in range(0, len(view), MAX_WRITE)]
+    calls = [(offset + start, functools.partial(read, start, min(start + MAX_WRITE, size)))
+             for offset, size, read in pieces for start in range(0, size, MAX_WRITE)]
     rounds = comm.allreduce(len(calls), op=MPI.MAX)
     empty = np.zeros(0, np.uint8)
     for k in range(rounds):
-        offset, view = calls[k] if k < len(calls) else (0, empty)
-        file.Write_at_all(offset, view)
+        offset, data = (calls[k][0], calls[k][1]()) if k < len(calls) else (0, empty)
+        with timed_io("write"):
+            file.Write_at_all(offset, data)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ and the output appears under its name only if every rank succeeded.
 from __future__ import annotations
 
 import contextlib
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,13 @@ from .vlasiator import cell_ranges
 
 def decode_on_ranks(comm, compressed: CompressedFile, output: Path, hints: dict[str, str]) -> None:
     """Write ``output``, the decoded file, with every rank of ``comm``."""
+    started = time.perf_counter()
     laid = _laid_out(compressed.restored_elements())
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(distributed.root_output(comm, output))
         distributed.agreed(comm, lambda: _write_share(comm, tmp, compressed, laid, hints))
         distributed.agreed(comm, lambda: _seal(tmp, compressed, laid) if comm.Get_rank() == 0 else None)
+    distributed.log_times(comm, "decode", started)
 
 
 def _laid_out(elements: list[vlsv.Element]) -> list[tuple[vlsv.Element, vlsv.Element]]:
@@ -86,13 +89,19 @@ def _write_population_array(handle, compressed: CompressedFile, original: vlsv.E
 def _write_at(handle, offset: int, data) -> None:
     """An independent write, in pieces of at most :data:`distributed.MAX_WRITE` bytes."""
     view = memoryview(data).cast("B")
-    for start in range(0, len(view), distributed.MAX_WRITE):
-        handle.Write_at(offset + start, view[start : start + distributed.MAX_WRITE])
+    with distributed.timed_io("write"):
+        for start in range(0, len(view), distributed.MAX_WRITE):
+            handle.Write_at(offset + start, view[start : start + distributed.MAX_WRITE])
 
 
 def _seal(tmp: Path, compressed: CompressedFile, laid) -> None:
     """Rank 0: check every copied array and the restored footer against the manifest, then end
     the file with its footer and header, as :class:`vlsv.VlsvWriter` does."""
+    with distributed.timed_io("seal"):
+        _check_and_end(tmp, compressed, laid)
+
+
+def _check_and_end(tmp: Path, compressed: CompressedFile, laid) -> None:
     if compressed.manifest is not None:
         for source, _ in laid:
             if not (source.tag in layout.REPLACEMENT and source.name in compressed.populations):

@@ -11,8 +11,10 @@ non-VDF arrays with collective MPI-IO writes. Rank 0 hashes what was written (th
 from __future__ import annotations
 
 import contextlib
-import mmap
+import functools
+import os
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +30,7 @@ def encode_on_ranks(comm, file, selected, settings, batch_cells, output: Path, h
                     ) -> dict[str, EncodedPopulation] | None:
     """Encode and write ``output`` with every rank of ``comm``; rank 0 returns the populations'
     encodings (for the summary), the other ranks None."""
+    started = time.perf_counter()
     rank, ranks = comm.Get_rank(), comm.Get_size()
     with contextlib.ExitStack() as stack:
         mine: dict[str, EncodedPopulation] = {}
@@ -48,6 +51,7 @@ def encode_on_ranks(comm, file, selected, settings, batch_cells, output: Path, h
         shared = comm.bcast(None if rank else _without_data(plan), root=0)
         distributed.agreed(comm, lambda: _write_arrays(comm, tmp, file, mine, plan or shared, hints))
         distributed.agreed(comm, lambda: _seal(tmp, file, plan) if rank == 0 else None)
+    distributed.log_times(comm, "encode", started)
     return whole
 
 
@@ -102,25 +106,24 @@ def _write_arrays(comm, tmp: Path, file, mine, plan, hints) -> None:
     from mpi4py import MPI
 
     rank, ranks = comm.Get_rank(), comm.Get_size()
-    pieces, maps = [], []
+    pieces = []
     chunk = 0
     for entry in plan["elements"]:
         if "data" in entry and rank == 0:
-            pieces.append((entry["offset"], entry["data"]))
+            pieces.append((entry["offset"], len(entry["data"]), functools.partial(_sliced, entry["data"])))
         elif "copy" in entry:
             source = vlsv.Element(entry["tag"], entry["attrs"], entry["copy"])
             for start in range(0, source.nbytes, distributed.COPY_CHUNK):
                 if chunk % ranks == rank:
-                    view = file.vlsv.raw(source, start, start + distributed.COPY_CHUNK)
-                    pieces.append((entry["offset"] + start, view))
+                    size = min(distributed.COPY_CHUNK, source.nbytes - start)
+                    pieces.append((entry["offset"] + start, size, functools.partial(_raw, file.vlsv, source, start)))
                 chunk += 1
         elif "records" in entry:
             spool = mine[entry["records"]].spool
             size = spool.seek(0, 2)
             before = comm.exscan(size) or 0
             if size:
-                maps.append(mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ))
-                pieces.append((entry["offset"] + before, memoryview(maps[-1])))
+                pieces.append((entry["offset"] + before, size, functools.partial(_pread, spool.fileno())))
     info = distributed.mpi_info(hints)
     handle = MPI.File.Open(comm, str(tmp), MPI.MODE_WRONLY | MPI.MODE_CREATE, info)
     try:
@@ -128,19 +131,38 @@ def _write_arrays(comm, tmp: Path, file, mine, plan, hints) -> None:
     finally:
         handle.Close()
         info.Free()
-        pieces.clear()
-        for m in maps:
-            m.close()
+
+
+def _sliced(data: bytes, start: int, stop: int) -> bytes:
+    return data[start:stop]
+
+
+def _raw(file: vlsv.VlsvFile, element: vlsv.Element, chunk: int, start: int, stop: int) -> memoryview:
+    """Bytes ``[start, stop)`` of the chunk of ``element`` that starts at ``chunk``."""
+    return file.raw(element, chunk + start, chunk + stop)
+
+
+def _pread(fd: int, start: int, stop: int) -> bytes:
+    """Bytes ``[start, stop)`` of a spool or the output (read, not mapped: mapped pages would
+    count in the rank's RSS)."""
+    data = os.pread(fd, stop - start, start)
+    if len(data) != stop - start:
+        raise OSError(f"read {len(data)} of {stop - start} bytes at offset {start}: the file is shorter")
+    return data
 
 
 def _seal(tmp: Path, file, plan) -> None:
     """Rank 0: hash every array as written, then append the manifest and the footer and set the
     footer offset, exactly as :class:`vlsv.VlsvWriter` ends a file."""
+    with distributed.timed_io("seal"):
+        _hash_and_end(tmp, file, plan)
+
+
+def _hash_and_end(tmp: Path, file, plan) -> None:
     elements = [vlsv.Element(e["tag"], e["attrs"], e["offset"]) for e in plan["elements"]]
     with open(tmp, "r+b") as handle:
         handle.truncate(plan["end"])
-        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as written:
-            digests = [vlsv.digest(_pieces(written, e)) for e in elements]
+        digests = [vlsv.digest(_pieces(handle.fileno(), e)) for e in elements]
         text = integrity.manifest(elements, digests, file.vlsv.write_order())
         manifest = vlsv.Element(integrity.TAG, vlsv.array_attrs(np.uint8, len(text), 1, **integrity.attrs(text)),
                                 plan["end"])
@@ -152,7 +174,9 @@ def _seal(tmp: Path, file, plan) -> None:
         handle.write(vlsv.file_header(footer))
 
 
-def _pieces(data: mmap.mmap, element: vlsv.Element, size: int = 1 << 26):
-    view = memoryview(data)
-    for start in range(element.offset, element.offset + element.nbytes, size):
-        yield view[start : min(start + size, element.offset + element.nbytes)]
+def _pieces(fd: int, element: vlsv.Element):
+    """The element's bytes as written, read in copy chunks (not mapped, so that hashing a large
+    output does not fill rank 0's RSS)."""
+    end = element.offset + element.nbytes
+    for start in range(element.offset, end, distributed.COPY_CHUNK):
+        yield _pread(fd, start, min(start + distributed.COPY_CHUNK, end))
