@@ -1,10 +1,12 @@
 """Strong scaling of the MPI commands, and a model of a production restart.
 
 Synthesizes a restart of at least ``--gigabytes`` of VDF, then encodes it (default options and
-``--method lossless``, the I/O-bound floor: read, zstd, write) and decodes it with 1 and 2 MPI
-ranks (``mpiexec -n R``, one process per rank, ``VDFZIP_JOBS=1``): wall time, speed-up, each
-rank's peak RSS and elapsed time (``/usr/bin/time``), and whether the outputs of 1 and 2 ranks
-are byte-identical. From the per-rank throughput it models a 6 TiB restart on 500 nodes × 128
+``--method lossless``, the I/O-bound floor: read, zstd, write) and decodes it in one process,
+on 2 MPI ranks (``mpiexec -n 2``, one process per rank, ``VDFZIP_JOBS=1``) and in one process
+with 2 worker processes: wall time, speed-up, each rank's peak RSS and elapsed time
+(``/usr/bin/time``), where each rank's time went (vdfzip's DEBUG log), and whether the outputs
+are byte-identical to one process's. Beside them, the machine's ceiling: the one-process command
+run twice at once, sharing nothing but the machine. From the per-rank throughput it models a 6 TiB restart on 500 nodes × 128
 cores against a parallel file system's bandwidth (LUMI-P's published 240 GB/s per Lustre file
 system), so that a user sees whether the job is compute- or I/O-bound and how long it takes.
 
@@ -34,20 +36,44 @@ MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shut
 #: (https://docs.lumi-supercomputer.eu/hardware/storage/lumip/).
 PFS_BYTES_PER_S = 240e9
 RESTART_BYTES, NODES, CORES = 6 * 2**40, 500, 128
-_RANK_LINE = re.compile(r"^VDFZIP_RANK (\S+) (\d+)$", re.M)
+_TIMES_LINE = re.compile(r"^VDFZIP_TIMES \w+ rank (\d+): .* read (\S+) s, write (\S+) s, seal (\S+) s, "
+                         r"wait (\S+) s, compute (\S+) s$", re.M)
+#: The CLI with vdfzip's log at DEBUG: each MPI rank logs where its time went (distributed.log_times).
+_CLI = ("import logging, sys; logging.basicConfig(level=logging.DEBUG, format='%(message)s'); "
+        "from vdfzip.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
-def job(ranks: int, *argv) -> dict:
-    """Run ``vdfzip argv`` on ``ranks`` MPI ranks: wall seconds, per-rank (elapsed s, peak RSS MiB)."""
-    command = [MPIEXEC, "-n", str(ranks), "/usr/bin/time", "-f", "VDFZIP_RANK %e %M", sys.executable, "-m", "vdfzip",
-               *map(str, argv)]
+def job(ranks: int, jobs: int, *argv) -> dict:
+    """Run ``vdfzip argv`` on ``ranks`` MPI ranks (or, for one rank, in one process with ``jobs``
+    worker processes): wall seconds, per rank (elapsed s, peak RSS MiB) and the ranks' time logs."""
+    with tempfile.TemporaryDirectory() as folder:
+        # each rank's /usr/bin/time to a file of its own: the ranks' stderr lines interleave
+        timed = ["sh", "-c", f'exec /usr/bin/time -o "{folder}/rank-${{PMI_RANK:-0}}" -f "%e %M" "$@"', "sh",
+                 sys.executable, "-c", _CLI, *map(str, argv), "--jobs", str(jobs)]
+        command = [MPIEXEC, "-n", str(ranks), *timed] if ranks > 1 else timed
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"VDFZIP_JOBS": "1"})
+        wall = time.perf_counter() - started
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stderr}")
+        per_rank = []
+        for rank in range(ranks):
+            elapsed, kib = (Path(folder) / f"rank-{rank}").read_text().split()[-2:]
+            per_rank.append((float(elapsed), int(kib) / 1024))
+    times = {int(r): tuple(map(float, rest)) for r, *rest in _TIMES_LINE.findall(done.stderr)}
+    return {"wall": wall, "ranks": per_rank, "times": [times[r] for r in sorted(times)]}
+
+
+def independent_pair(*argvs) -> float:
+    """Wall seconds of two one-process ``vdfzip`` commands run at the same time: what two cores
+    of this machine give two processes that share nothing but the machine (the ceiling of any
+    2-way speed-up here)."""
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"VDFZIP_JOBS": "1"})
-    wall = time.perf_counter() - started
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(command)} failed: {done.stderr}")
-    per_rank = [(float(e), int(kib) / 1024) for e, kib in _RANK_LINE.findall(done.stderr)]
-    return {"wall": wall, "ranks": per_rank}
+    running = [subprocess.Popen([sys.executable, "-m", "vdfzip", *map(str, argv), "--jobs", "1"],
+                                stdout=subprocess.DEVNULL, env=os.environ | {"VDFZIP_JOBS": "1"}) for argv in argvs]
+    if any(r.wait() for r in running):
+        raise RuntimeError(f"vdfzip {argvs} failed")
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -66,16 +92,23 @@ def main() -> None:
         rows, outputs, rates = [], {}, {}
         for label, argv in (("encode, default", ("encode", restart)), ("encode, lossless", ("encode", restart,
                             "--method", "lossless")), ("decode, default", ("decode",))):
-            for ranks in (1, 2):
-                out = tmp / f"{label.replace(', ', '-')}-{ranks}.vlsv"
-                source = outputs.get(("encode, default", 1))
-                run = job(ranks, *(argv if argv[0] == "encode" else ("decode", source)), "-o", out, "--force")
-                outputs[label, ranks] = out
-                rates[label, ranks] = vdf / run["wall"]
-                base = rows[-1][2] if ranks == 2 else None
-                per_rank = ", ".join(f"{e:.0f} s / {m:.0f} MiB" for e, m in run["ranks"])
-                identical = "" if ranks == 1 else ("yes" if filecmp.cmp(outputs[label, 1], out, shallow=False) else "NO")
-                rows.append((label, ranks, run["wall"], base, per_rank, identical))
+            for ranks, jobs in ((1, 1), (2, 1), (1, 2)):
+                out = tmp / f"{label.replace(', ', '-')}-{ranks}-{jobs}.vlsv"
+                source = outputs.get(("encode, default", 1, 1))
+                run = job(ranks, jobs, *(argv if argv[0] == "encode" else ("decode", source)), "-o", out, "--force")
+                outputs[label, ranks, jobs] = out
+                rates[label, ranks, jobs] = vdf / run["wall"]
+                base = vdf / rates[label, 1, 1] if (ranks, jobs) != (1, 1) else None  # one process's wall time
+                per_rank = ", ".join(f"{e:.0f} s / {m:.0f} MiB" for e, m in run["ranks"][:ranks])
+                split = ", ".join(" / ".join(f"{x:.1f}" for x in t) for t in run["times"]) or "n/a"
+                identical = "" if base is None else (
+                    "yes" if filecmp.cmp(outputs[label, 1, 1], out, shallow=False) else "NO")
+                where = f"{ranks} ranks" if ranks > 1 else ("1 process" if jobs == 1 else f"1 process, {jobs} workers")
+                rows.append((label, where, run["wall"], base, per_rank, split, identical))
+            command = argv if argv[0] == "encode" else ("decode", outputs["encode, default", 1, 1])
+            pair = independent_pair(*[(*command, "-o", tmp / f"pair-{k}.vlsv", "--force") for k in (0, 1)])
+            rows.append((label, "2 independent processes, one file each (the machine's ceiling)", pair / 2,
+                         vdf / rates[label, 1, 1], "", "", ""))
     lines = ["# Strong scaling of the MPI commands, and a 6 TiB restart modelled\n",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, vdfzip "
              f"{vdfzip.__version__}, MPICH from the `mpi` extra. Command: `python bench/scaling.py --gigabytes "
@@ -83,12 +116,19 @@ def main() -> None:
              f"A synthetic restart of {cells} cells, {vdf / 1e9:.2f} GB of VDF (both populations); each command "
              "on R ranks is `mpiexec -n R vdfzip ...`, one process per rank (`VDFZIP_JOBS=1`); the decode decodes "
              "the 1-rank default encoding. MB/s = VDF bytes / wall time.\n",
-             "| command | ranks | wall s | MB/s | speed-up | per rank: elapsed / peak RSS | same bytes as 1 rank |",
-             "|---|---|---|---|---|---|---|"]
-    for label, ranks, wall, base, per_rank, identical in rows:
+             "Per rank, a column splits its time (vdfzip's DEBUG log, `VDFZIP_TIMES`): MPI-IO reads / MPI-IO "
+             "writes / the seal (rank 0 hashing the output and ending it) / waiting for the other ranks / the rest, "
+             "compute. The worker row is one process with `--jobs 2` (two worker processes, no MPI; its RSS is the "
+             "main process's). The ceiling row runs the one-process command twice at the same time, each on its own "
+             "copy of the work: its wall time is per copy (half the pair's), so its speed-up is what two processes "
+             "that share nothing but this machine get.\n",
+             "| command | run on | wall s | MB/s | speed-up | per rank: elapsed / peak RSS (`/usr/bin/time` %M) | "
+             "per rank s: read / write / seal / wait / compute | same bytes as 1 process |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, where, wall, base, per_rank, split, identical in rows:
         speedup = f"{base / wall:.2f}×" if base else ""
-        lines.append(f"| {label} | {ranks} | {wall:.1f} | {vdf / wall / 1e6:.1f} | {speedup} | {per_rank} | "
-                     f"{identical} |")
+        lines.append(f"| {label} | {where} | {wall:.1f} | {vdf / wall / 1e6:.1f} | {speedup} | {per_rank} | "
+                     f"{split} | {identical} |")
     ranks_total = NODES * CORES
     lines += ["", f"## A {RESTART_BYTES / 2**40:.0f} TiB restart on {NODES} nodes × {CORES} cores ({ranks_total} ranks)",
               "", "Per-rank throughput measured here (2 ranks) times the ranks, against the file system: the job "
@@ -98,7 +138,7 @@ def main() -> None:
               "| command | per rank MB/s | compute s | I/O s (read + write at the PFS's bandwidth) | bound by |",
               "|---|---|---|---|---|"]
     for label, out_ratio in (("encode, default", 67.0), ("encode, lossless", 1.25), ("decode, default", 1 / 67.0)):
-        per_rank = rates[label, 2] / 2
+        per_rank = rates[label, 2, 1] / 2
         compute = RESTART_BYTES / (per_rank * ranks_total)
         moved = RESTART_BYTES * (1 + 1 / out_ratio) if label.startswith("encode") else RESTART_BYTES * (1 + out_ratio)
         io = moved / PFS_BYTES_PER_S

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -116,6 +117,30 @@ def test_a_missing_input_is_one_error(tmp_path):
     job = _mpi(2, "encode", tmp_path / "missing.vlsv", "-o", tmp_path / "c.vdfz.vlsv")
     assert job.returncode == 2 and job.stderr == f"vdfzip: error: {tmp_path / 'missing.vlsv'}: cannot open for reading: File does not exist\n", job.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_a_full_disk_ends_the_job_with_one_error(tmp_path, synthetic, serial, command):
+    """Writes that fail part-way (a file-size limit stands in for a full disk: the same failed
+    write, EFBIG instead of ENOSPC): one error from rank 0, naming the rank, and no output."""
+    source = synthetic
+    if command == "decode":
+        source = tmp_path / "c.vdfz.vlsv"
+        source.write_bytes(serial(synthetic, None))
+    limit = synthetic.stat().st_size // (3 if command == "decode" else 2)  # the spools fit, the output not
+    # set once MPI has started (its transport's shared-memory files need no limit); Python ignores
+    # SIGXFSZ, so a write past the limit fails with EFBIG
+    limited = ("import resource, sys; from mpi4py import MPI; "
+               f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+               "from vdfzip.cli import main; sys.exit(main(sys.argv[1:]))")
+    out = tmp_path / "out"
+    out.mkdir()
+    job = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-c", limited, command, str(source), "-o",
+                          str(out / "o.vlsv"), *(["--method", "lossless"] if command == "encode" else [])],
+                         capture_output=True, text=True, timeout=300)
+    assert job.returncode == 2 and job.stderr.count("\n") == 1, job.stderr
+    assert re.fullmatch(r"vdfzip: error: rank \d: writing at byte \d+ failed: .*File too large\n", job.stderr), job.stderr
+    assert list(out.iterdir()) == []
 
 
 @pytest.fixture(scope="module")

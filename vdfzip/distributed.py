@@ -181,21 +181,39 @@ def open_input(comm, path: Path, hints: dict[str, str]):
     return vlsv.read(path) if comm is None else vlsv.VlsvFile(path, RankBytes(comm, path, hints))
 
 
+def write_error(error, offset: int) -> VdfzipError:
+    """An MPI-IO write's failure as one line: the innermost line of MPI's error stack (such as
+    ``Other I/O error File too large``, ``No space left on device``)."""
+    reason = str(error).strip().splitlines()[-1].split(":", 1)[-1].strip()
+    return VdfzipError(f"writing at byte {offset} failed: {reason}")
+
+
 def write_pieces(file, pieces: list[tuple[int, int, Callable[[int, int], bytes | memoryview]]], comm) -> None:
     """Collective writes (``Write_at_all``) of this rank's pieces, each ``(offset in the file,
     size, read)`` with ``read(start, stop)`` the piece's bytes ``[start, stop)``, called just
     before they are written: at most :data:`MAX_WRITE` bytes a call, so a rank holds one call's
-    bytes at a time. Ranks with fewer calls join the others' with empty ones."""
+    bytes at a time. Ranks with fewer calls join the others' with empty ones, and so does a rank
+    whose write failed (a full disk), until the last round: then it raises."""
     from mpi4py import MPI
 
     calls = [(offset + start, functools.partial(read, start, min(start + MAX_WRITE, size)))
              for offset, size, read in pieces for start in range(0, size, MAX_WRITE)]
     rounds = comm.allreduce(len(calls), op=MPI.MAX)
     empty = np.zeros(0, np.uint8)
+    failure = None
     for k in range(rounds):
-        offset, data = (calls[k][0], calls[k][1]()) if k < len(calls) else (0, empty)
-        with timed_io("write"):
-            file.Write_at_all(offset, data)
+        offset, data = 0, empty
+        try:
+            if k < len(calls) and failure is None:
+                offset, data = calls[k][0], calls[k][1]()
+            with timed_io("write"):
+                file.Write_at_all(offset, data)
+        except MPI.Exception as error:
+            failure = failure or write_error(error, offset)
+        except Exception as error:  # noqa: BLE001 (a piece's read; raised after the last round, see below)
+            failure = failure or error
+    if failure is not None:  # why: a rank that left the rounds early hung the others in their next call
+        raise failure
 
 
 @contextlib.contextmanager

@@ -89,9 +89,14 @@ def _write_population_array(handle, compressed: CompressedFile, original: vlsv.E
 def _write_at(handle, offset: int, data) -> None:
     """An independent write, in pieces of at most :data:`distributed.MAX_WRITE` bytes."""
     view = memoryview(data).cast("B")
+    from mpi4py import MPI
+
     with distributed.timed_io("write"):
         for start in range(0, len(view), distributed.MAX_WRITE):
-            handle.Write_at(offset + start, view[start : start + distributed.MAX_WRITE])
+            try:
+                handle.Write_at(offset + start, view[start : start + distributed.MAX_WRITE])
+            except MPI.Exception as error:
+                raise distributed.write_error(error, offset + start) from None
 
 
 def _seal(tmp: Path, compressed: CompressedFile, laid) -> None:
