@@ -53,7 +53,7 @@ def timed_io(kind: str):
 
 def log_times(comm, command: str, started: float) -> None:
     """Log (at DEBUG) this rank's wall time since ``started`` and its parts: where a job's time
-    goes (compute: everything but the MPI-IO and the seal)."""
+    goes (compute: everything but the MPI-IO, the seal and the waiting)."""
     total = time.perf_counter() - started
     parts = [io_seconds[kind] for kind in ("read", "write", "seal", "wait")]
     log.debug("VDFZIP_TIMES %s rank %d: %.2f s, read %.2f s, write %.2f s, seal %.2f s, wait %.2f s, compute %.2f s",

@@ -103,22 +103,18 @@ def _seal(tmp: Path, compressed: CompressedFile, laid) -> None:
     """Rank 0: check every copied array and the restored footer against the manifest, then end
     the file with its footer and header, as :class:`vlsv.VlsvWriter` does."""
     with distributed.timed_io("seal"):
-        _check_and_end(tmp, compressed, laid)
-
-
-def _check_and_end(tmp: Path, compressed: CompressedFile, laid) -> None:
-    if compressed.manifest is not None:
-        for source, _ in laid:
-            if not (source.tag in layout.REPLACEMENT and source.name in compressed.populations):
-                compressed.manifest.check(source)
-    elements = [target for _, target in laid]
-    footer = vlsv.format_footer(elements)
-    if compressed.manifest is not None:
-        compressed.manifest.check_restored_footer(footer)
-    end = elements[-1].offset + elements[-1].nbytes if elements else vlsv.HEADER_BYTES
-    with open(tmp, "r+b") as out:
-        out.truncate(end)
-        out.seek(end)
-        out.write(footer)
-        out.seek(0)
-        out.write(vlsv.file_header(end))
+        if compressed.manifest is not None:
+            for source, _ in laid:
+                if not (source.tag in layout.REPLACEMENT and source.name in compressed.populations):
+                    compressed.manifest.check(source)
+        elements = [target for _, target in laid]
+        footer = vlsv.format_footer(elements)
+        if compressed.manifest is not None:
+            compressed.manifest.check_restored_footer(footer)
+        end = elements[-1].offset + elements[-1].nbytes if elements else vlsv.HEADER_BYTES
+        with open(tmp, "r+b") as out:
+            out.truncate(end)
+            out.seek(end)
+            out.write(footer)
+            out.seek(0)
+            out.write(vlsv.file_header(end))

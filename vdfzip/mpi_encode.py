@@ -155,23 +155,19 @@ def _seal(tmp: Path, file, plan) -> None:
     """Rank 0: hash every array as written, then append the manifest and the footer and set the
     footer offset, exactly as :class:`vlsv.VlsvWriter` ends a file."""
     with distributed.timed_io("seal"):
-        _hash_and_end(tmp, file, plan)
-
-
-def _hash_and_end(tmp: Path, file, plan) -> None:
-    elements = [vlsv.Element(e["tag"], e["attrs"], e["offset"]) for e in plan["elements"]]
-    with open(tmp, "r+b") as handle:
-        handle.truncate(plan["end"])
-        digests = [vlsv.digest(_pieces(handle.fileno(), e)) for e in elements]
-        text = integrity.manifest(elements, digests, file.vlsv.write_order())
-        manifest = vlsv.Element(integrity.TAG, vlsv.array_attrs(np.uint8, len(text), 1, **integrity.attrs(text)),
-                                plan["end"])
-        handle.seek(plan["end"])
-        handle.write(text)
-        footer = handle.tell()
-        handle.write(vlsv.format_footer(elements + [manifest]))
-        handle.seek(0)
-        handle.write(vlsv.file_header(footer))
+        elements = [vlsv.Element(e["tag"], e["attrs"], e["offset"]) for e in plan["elements"]]
+        with open(tmp, "r+b") as handle:
+            handle.truncate(plan["end"])
+            digests = [vlsv.digest(_pieces(handle.fileno(), e)) for e in elements]
+            text = integrity.manifest(elements, digests, file.vlsv.write_order())
+            manifest = vlsv.Element(integrity.TAG, vlsv.array_attrs(np.uint8, len(text), 1, **integrity.attrs(text)),
+                                    plan["end"])
+            handle.seek(plan["end"])
+            handle.write(text)
+            footer = handle.tell()
+            handle.write(vlsv.format_footer(elements + [manifest]))
+            handle.seek(0)
+            handle.write(vlsv.file_header(footer))
 
 
 def _pieces(fd: int, element: vlsv.Element):
