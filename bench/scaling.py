@@ -38,9 +38,6 @@ PFS_BYTES_PER_S = 240e9
 RESTART_BYTES, NODES, CORES = 6 * 2**40, 500, 128
 _TIMES_LINE = re.compile(r"^VDFZIP_TIMES \w+ rank (\d+): .* read (\S+) s, write (\S+) s, seal (\S+) s, "
                          r"wait (\S+) s, compute (\S+) s$", re.M)
-#: The CLI with vdfzip's log at DEBUG: each MPI rank logs where its time went (distributed.log_times).
-_CLI = ("import logging, sys; logging.basicConfig(level=logging.DEBUG, format='%(message)s'); "
-        "from vdfzip.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def job(ranks: int, jobs: int, *argv) -> dict:
@@ -49,7 +46,7 @@ def job(ranks: int, jobs: int, *argv) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         # each rank's /usr/bin/time to a file of its own: the ranks' stderr lines interleave
         timed = ["sh", "-c", f'exec /usr/bin/time -o "{folder}/rank-${{PMI_RANK:-0}}" -f "%e %M" "$@"', "sh",
-                 sys.executable, "-c", _CLI, *map(str, argv), "--jobs", str(jobs)]
+                 sys.executable, "-m", "vdfzip", *map(str, argv), "--jobs", str(jobs), "--verbose"]
         command = [MPIEXEC, "-n", str(ranks), *timed] if ranks > 1 else timed
         started = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"VDFZIP_JOBS": "1"})

@@ -200,6 +200,19 @@ def test_ranks_decode_to_the_serial_file(tmp_path, serial_decoding, synthetic, r
     _assert_decodes_as_serial(tmp_path, serial_decoding, synthetic, ranks)
 
 
+def test_verbose_ranks_say_where_their_time_went(tmp_path, serial_decoding, synthetic):
+    """--verbose: one VDFZIP_TIMES line per rank whose parts add up to the rank's wall time."""
+    compressed, expected = serial_decoding(synthetic)
+    job = _mpi(2, "decode", compressed, "-o", tmp_path / "d.vlsv", "--verbose")
+    assert job.returncode == 0, job.stderr
+    lines = re.findall(r"^VDFZIP_TIMES decode rank (\d): (\S+) s, read (\S+) s, write (\S+) s, seal (\S+) s, "
+                       r"wait (\S+) s, compute (\S+) s$", job.stderr, re.M)
+    assert sorted(int(line[0]) for line in lines) == [0, 1], job.stderr
+    for _, total, *parts in lines:
+        assert all(float(p) >= 0 for p in parts) and sum(map(float, parts)) == pytest.approx(float(total), abs=0.02)
+    assert (tmp_path / "d.vlsv").read_bytes() == expected
+
+
 def test_ranks_decode_the_real_restart_to_the_serial_file(tmp_path, serial_decoding):
     _assert_decodes_as_serial(tmp_path, serial_decoding, shared_file("restart_ipshock_small.vlsv"), 2)
 

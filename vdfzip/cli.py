@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import signal
 import sys
 import threading
@@ -84,6 +85,21 @@ def _add_jobs(command: argparse.ArgumentParser) -> None:
                               "the same output for any N; under an MPI launcher each rank is one process)")
 
 
+def _add_verbose(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--verbose", action="store_true",
+                         help="log vdfzip's details to stderr, among them, per MPI rank, a VDFZIP_TIMES line: its wall "
+                              "time split into MPI-IO read, write, seal, waiting for the other ranks and compute")
+
+
+def _log_details() -> None:
+    """vdfzip's DEBUG log to stderr, one plain line per record."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("vdfzip")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vdfzip", description="Compress Vlasiator velocity distribution functions.")
     parser.add_argument("--version", action="version", version=f"vdfzip {__version__}")
@@ -110,6 +126,7 @@ def _build_parser() -> argparse.ArgumentParser:
                              "BLOCKIDS, at ~8 bits per block")
     _add_mpi_hints(encode)
     _add_jobs(encode)
+    _add_verbose(encode)
     encode.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     encode.add_argument("--json", action="store_true", help="print the summary as JSON")
     encode.set_defaults(run=_run_encode)
@@ -119,6 +136,7 @@ def _build_parser() -> argparse.ArgumentParser:
     decode.add_argument("-o", "--output", help="output file (default: INPUT with .vdfz replaced by .decoded)")
     _add_mpi_hints(decode)
     _add_jobs(decode)
+    _add_verbose(decode)
     decode.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
     decode.set_defaults(run=_run_decode)
 
@@ -246,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     try:
         args = _build_parser().parse_args(argv)
+        if getattr(args, "verbose", False):
+            _log_details()
         with warnings.catch_warnings():
             warnings.showwarning = _print_warning
             return args.run(args)
