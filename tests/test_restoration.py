@@ -38,7 +38,7 @@ def coarse():
 def test_applied_multipliers_restore_the_moments_and_match_any_grouping(coarse, with_content):
     ids, values, offsets, decoded, moments, mask, mesh, threshold = coarse
     keep = mask if with_content else None
-    restorations, ok = solve_restoration(ids, decoded, offsets, mesh, moments, keep, threshold)
+    restorations, ok, solved = solve_restoration(ids, decoded, offsets, mesh, moments, keep, threshold)
     # the cells that the decode-time solve of formats 1–2 restores (one of the six is too coarse
     # for any reweighting at 3e-2: the encoder takes it down the chain)
     np.testing.assert_array_equal(ok, restore(ids, decoded, offsets, mesh, moments, keep, threshold)[1])
@@ -46,6 +46,7 @@ def test_applied_multipliers_restore_the_moments_and_match_any_grouping(coarse, 
     multipliers = [reconstruct.unpack_multipliers(r) for r in restorations]
     assert all(1 <= len(m) <= reconstruct.MAX_ROUNDS for m in multipliers)
     whole = apply_restoration(ids, decoded, offsets, mesh, moments, multipliers, keep, threshold)
+    np.testing.assert_array_equal(solved, whole)  # the encoder accepts the bits the decoder writes
     got = physics.moments(ids, whole, offsets, mesh, moments.mass)
     assert np.abs(got.density / moments.density - 1)[ok].max() < 1e-7
     scale = np.abs(moments.pressure).max(axis=(1, 2))

@@ -101,11 +101,44 @@ def _setup(block_ids, values, offsets, mesh: VelocityMesh, target: Moments):
     return problem, goal, norm
 
 
+@dataclass(frozen=True)
+class Unweighted:
+    """Per cell, the sums of a Newton step at λ = 0 (the values' own moment sums and their
+    Jacobian) and the moment residual they give: a moment check and the first step of a solve."""
+
+    sums: np.ndarray  # (ncells, 10)
+    hessian: np.ndarray  # (ncells, 10, 10)
+    residual: np.ndarray  # (ncells,) max |moment error| in units of n (and n·vth, n·vth²)
+
+    def of(self, cells) -> Unweighted:
+        """The same for a subset of the cells (an index or a mask)."""
+        return Unweighted(self.sums[cells], self.hessian[cells], self.residual[cells])
+
+
+def unweighted(block_ids, values, offsets, mesh: VelocityMesh, target: Moments) -> Unweighted:
+    """:class:`Unweighted` of ``values`` against ``target``."""
+    problem, goal, norm = _setup(block_ids, values, offsets, mesh, target)
+    return _unweighted(problem, goal, norm)
+
+
+def _unweighted(problem: _Problem, goal: np.ndarray, norm: np.ndarray) -> Unweighted:
+    sums, hessian = problem.sums(np.zeros((problem.cells, kernel.BASIS)), np.arange(problem.cells))
+    return Unweighted(sums, hessian, np.abs(sums - goal).max(axis=1) / norm)
+
+
 def moment_residual(block_ids, values, offsets, mesh: VelocityMesh, target: Moments) -> np.ndarray:
     """Per cell, max |moment error| of ``values`` against ``target`` (units of n, n·vth, n·vth²)."""
-    problem, goal, norm = _setup(block_ids, values, offsets, mesh, target)
-    sums, _ = problem.sums(np.zeros((problem.cells, kernel.BASIS)), np.arange(problem.cells))
-    return np.abs(sums - goal).max(axis=1) / norm
+    return unweighted(block_ids, values, offsets, mesh, target).residual
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The multipliers that restore each cell's moments, without applying them."""
+
+    multipliers: np.ndarray  # (ncells, 10): the λ solved (0 for cells that did not converge)
+    converged: np.ndarray  # (ncells,) bool
+    iterations: int
+    residual: np.ndarray  # (ncells,) max |moment error| at the multipliers, in units of n (n·vth, n·vth²)
 
 
 def restore_moments(
@@ -124,10 +157,27 @@ def restore_moments(
     values and are flagged in ``converged``; the caller decides the fallback.
     """
     problem, goal, norm = _setup(block_ids, values, offsets, mesh, target)
+    solution = _solve(problem, goal, norm, tolerance, max_iterations)
+    return Projection(problem.apply(solution.multipliers), solution.converged, solution.iterations, solution.residual,
+                      solution.multipliers)
+
+
+def solve_multipliers(block_ids, values, offsets, mesh: VelocityMesh, target: Moments, start: Unweighted | None = None,
+                      tolerance: float = 1e-10, max_iterations: int = 40) -> Solution:
+    """:func:`restore_moments`'s multipliers without the reweighted values (the encoder applies
+    them rounded, as the decoder will); ``start``: the values' :class:`Unweighted` if known."""
+    problem, goal, norm = _setup(block_ids, values, offsets, mesh, target)
+    return _solve(problem, goal, norm, tolerance, max_iterations, start)
+
+
+def _solve(problem: _Problem, goal: np.ndarray, norm: np.ndarray, tolerance: float, max_iterations: int,
+           start: Unweighted | None = None) -> Solution:
+    """Damped Newton on the convex dual from λ = 0, cells in lockstep, each leaving once its
+    moment residual is within ``tolerance``."""
     lams = np.zeros((problem.cells, kernel.BASIS))
-    sums, hessian = problem.sums(lams, np.arange(problem.cells))
+    start = start or _unweighted(problem, goal, norm)
+    sums, hessian, residual = start.sums.copy(), start.hessian.copy(), start.residual
     objective = sums[:, 0] - (lams * goal).sum(axis=1)
-    residual = np.abs(sums - goal).max(axis=1) / norm
     iteration = 0
     while iteration < max_iterations and np.any(active := residual > tolerance):
         iteration += 1
@@ -158,7 +208,7 @@ def restore_moments(
 
     converged = residual <= tolerance
     lams[~converged] = 0.0
-    return Projection(problem.apply(lams), converged, iteration, residual, lams)
+    return Solution(lams, converged, iteration, residual)
 
 
 def apply_multipliers(block_ids, values, offsets, mesh: VelocityMesh, target: Moments, multipliers) -> np.ndarray:

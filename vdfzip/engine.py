@@ -21,8 +21,8 @@ from .cells import CompressedCells
 from .codecs import Codec, Target, codec_ids, get_codec
 from .errors import VdfzipError
 from .profiles import Profile, resolve_profile
-from .reconstruct import (LOSSLESS, Reconstruction, cell_rel_l2, cell_rows, decode_payloads, restored, select_moments,
-                          solve_restoration, subset_offsets)
+from .reconstruct import (LOSSLESS, Reconstruction, cell_rel_l2, cell_rows, content_kept, decode_payloads, restored,
+                          select_moments, solve_restoration, subset_offsets)
 from .vlasiator import CellBatch, Species
 
 # DESIGN.md's default chain is mlp,octree. The measurements say otherwise for now
@@ -283,7 +283,8 @@ def _retry_target(latest: _Outcome, previous: _Outcome | None, target: Target, r
 def _reconstruct_subset(batch, cells, candidates, codec, moments, population: Species, content_set
                         ) -> tuple[Reconstruction, list[bytes]]:
     """What decoding ``cells``' candidate payloads gives, as :class:`CompressedFile` decodes them,
-    with the restoration bytes solved for them (empty for lossless cells)."""
+    with the restoration bytes solved for them (empty for lossless cells): the solve's values are
+    those that applying its stored multipliers gives the decoder, bit for bit."""
     rows = cell_rows(batch.offsets, cells)
     sub = CellBatch(batch.population, 0, batch.cell_ids[cells], subset_offsets(batch.offsets, cells),
                     batch.block_ids[rows], np.zeros((0, 0)))
@@ -291,13 +292,13 @@ def _reconstruct_subset(batch, cells, candidates, codec, moments, population: Sp
     decoded = decode_payloads(sub, payloads, first, [codec], population.mesh)
     target, keep = select_moments(moments, cells), None if content_set is None else content_set[rows]
     if codec.codec_id == LOSSLESS:
-        restorations, solved = [b""] * len(cells), np.ones(len(cells), dtype=bool)
-    else:
-        restorations, solved = solve_restoration(sub.block_ids, decoded, sub.offsets, population.mesh, target, keep,
-                                                 population.threshold)
-    result = restored(sub, decoded, first, [codec], target, population.mesh, population.dtype, keep,
-                      population.threshold, restorations)
-    return replace(result, moments_restored=result.moments_restored & solved), restorations
+        result = restored(sub, decoded, first, [codec], target, population.mesh, population.dtype, keep,
+                          population.threshold)
+        return result, [b""] * len(cells)
+    restorations, solved, values = solve_restoration(sub.block_ids, decoded, sub.offsets, population.mesh, target, keep,
+                                                     population.threshold)
+    values = values.astype(population.dtype)
+    return Reconstruction(values, solved, content_kept(values, sub.offsets, keep, population.threshold)), restorations
 
 
 @dataclass(frozen=True)

@@ -99,11 +99,17 @@ def restored(
             lossy = apply_restoration(batch.block_ids[rows], decoded[rows], offsets, mesh, target, multipliers, keep,
                                       threshold)
         values[rows] = lossy.astype(dtype)
-    kept = np.ones(len(batch), dtype=bool)
+    return Reconstruction(values, moments_ok, content_kept(values, batch.offsets, content_set, threshold))
+
+
+def content_kept(values: np.ndarray, offsets: np.ndarray, content_set: np.ndarray | None, threshold: float) -> np.ndarray:
+    """Per cell: do exactly the blocks of ``content_set`` reach ``threshold`` in ``values``
+    (True for every cell without a content set)?"""
+    kept = np.ones(len(offsets) - 1, dtype=bool)
     if content_set is not None:
         wrong_rows = np.flatnonzero(content.content_blocks(values, threshold) != content_set)
-        kept[np.searchsorted(batch.offsets, wrong_rows, side="right") - 1] = False
-    return Reconstruction(values, moments_ok, kept)
+        kept[np.searchsorted(offsets, wrong_rows, side="right") - 1] = False
+    return kept
 
 
 def subset_offsets(offsets: np.ndarray, cells: np.ndarray) -> np.ndarray:
@@ -177,9 +183,10 @@ def _restoration_round(block_ids, values, offsets, mesh, target: Moments, multip
 
 
 def solve_restoration(block_ids, decoded, offsets, mesh, target: Moments, content_set, threshold
-                      ) -> tuple[list[bytes], np.ndarray]:
+                      ) -> tuple[list[bytes], np.ndarray, np.ndarray]:
     """Per cell, the restoration bytes that make its decoded values' moments equal ``target``
-    (and with a ``content_set``, keep exactly those blocks at the threshold), and whether they do.
+    (and with a ``content_set``, keep exactly those blocks at the threshold), whether they do, and
+    the float64 values they give (those of :func:`apply_restoration`, bit for bit).
 
     Each round solves the multipliers for the values as the previous rounds left them, rounds them
     to float32 and applies them as :func:`apply_restoration` will, content enforcement included;
@@ -190,23 +197,26 @@ def solve_restoration(block_ids, decoded, offsets, mesh, target: Moments, conten
     rounds: list[list[np.ndarray]] = [[] for _ in range(cells)]
     converged = np.ones(cells, dtype=bool)
     residual = np.full(cells, np.inf)
-    pending = np.arange(cells)
+    pending, start = np.arange(cells), None
     for _ in range(MAX_ROUNDS):
         rows, sub_offsets = cell_rows(offsets, pending), subset_offsets(offsets, pending)
         sub_target = select_moments(target, pending)
         keep = None if content_set is None else content_set[rows]
-        projection = conservation.restore_moments(block_ids[rows], values[rows], sub_offsets, mesh, sub_target)
-        multipliers = projection.multipliers.astype(MULTIPLIER_DTYPE).astype(np.float64)
+        solution = conservation.solve_multipliers(block_ids[rows], values[rows], sub_offsets, mesh, sub_target, start)
+        multipliers = solution.multipliers.astype(MULTIPLIER_DTYPE).astype(np.float64)
         values[rows] = _restoration_round(block_ids[rows], values[rows], sub_offsets, mesh, sub_target, multipliers,
                                           keep, threshold)
         for i, c in enumerate(pending):
             rounds[c].append(multipliers[i])
-        converged[pending] &= projection.converged
-        residual[pending] = conservation.moment_residual(block_ids[rows], values[rows], sub_offsets, mesh, sub_target)
-        pending = pending[converged[pending] & (residual[pending] > conservation.ENFORCED_RESIDUAL)]
+        converged[pending] &= solution.converged
+        check = conservation.unweighted(block_ids[rows], values[rows], sub_offsets, mesh, sub_target)
+        residual[pending] = check.residual
+        going_on = converged[pending] & (check.residual > conservation.ENFORCED_RESIDUAL)
+        pending, start = pending[going_on], check.of(going_on)  # the check is the next round's first step
         if not len(pending):
             break
-    return [pack_multipliers(np.stack(r)) for r in rounds], converged & (residual <= conservation.ENFORCED_RESIDUAL)
+    restorations = [pack_multipliers(np.stack(r)) for r in rounds]
+    return restorations, converged & (residual <= conservation.ENFORCED_RESIDUAL), values
 
 
 def apply_restoration(block_ids, decoded, offsets, mesh, target: Moments, multipliers: Sequence[np.ndarray],
