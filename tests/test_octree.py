@@ -9,6 +9,7 @@ from vdfzip import vlasiator
 from vdfzip.codecs import PayloadError, Target, get_codec, relative_l2
 from vdfzip.codecs import octree
 from vdfzip.errors import VdfzipError
+from vdfzip.mesh import BoxLayout
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +180,10 @@ def test_reconstruct_blocks_matches_dense_reconstruction(restart_cells):
     expected = from_dense(type(box)(box.origin, dense, box.mask), block_ids, mesh)
     corners, _ = octree.block_corners(block_ids, mesh)
     np.testing.assert_allclose(octree.reconstruct_blocks(small, corners, mesh.wid), expected, rtol=1e-10, atol=1e-14)
+    # the rate control's probe reconstruction: the same voxels in the same order
+    voxels = octree.box_voxels(BoxLayout.of(block_ids, mesh))
+    np.testing.assert_allclose(octree.reconstruct_voxels(small, voxels), expected.ravel(), rtol=1e-10,
+                               atol=1e-12 * np.abs(expected).max())
 
 
 def test_bad_payloads_raise_payload_error(codec, restart_cells):

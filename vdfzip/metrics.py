@@ -24,6 +24,7 @@ LOG_FLOOR = 1e-3
 
 __all__ = [
     "LOG_FLOOR",
+    "Log10Reference",
     "relative_l2",
     "log10_errors",
     "log10_error_percentiles",
@@ -49,12 +50,30 @@ def _fraction(count: int, total: int) -> float:
     return float(count) / total if total else 0.0
 
 
+class Log10Reference:
+    """An original's voxels with ``f ≥ threshold`` and their log10, prepared once for measuring
+    many decodings of it (the encoders' rate control measures dozens per cell)."""
+
+    def __init__(self, original: np.ndarray, threshold: float):
+        f = np.asarray(original, dtype=np.float64).reshape(-1)
+        self.content = np.flatnonzero(f >= threshold)
+        self.log10 = np.log10(f[self.content])
+        self.floor = LOG_FLOOR * threshold
+
+    def errors(self, decoded: np.ndarray) -> np.ndarray:
+        """:func:`log10_errors` of ``decoded`` (the original's shape) against the original."""
+        g = np.maximum(np.asarray(decoded, dtype=np.float64).reshape(-1)[self.content], self.floor)
+        return np.abs(np.log10(g) - self.log10)
+
+    def p95(self, decoded: np.ndarray) -> float:
+        """The 95th percentile of :meth:`errors` (0 without content)."""
+        errors = self.errors(decoded)
+        return float(np.percentile(errors, 95)) if errors.size else 0.0
+
+
 def log10_errors(decoded: np.ndarray, original: np.ndarray, threshold: float) -> np.ndarray:
     """``|log10 g − log10 f|`` of every voxel with ``f ≥ threshold`` (g floored at LOG_FLOOR·threshold)."""
-    f = np.asarray(original, dtype=np.float64)
-    content = f >= threshold
-    g = np.maximum(np.asarray(decoded, dtype=np.float64)[content], LOG_FLOOR * threshold)
-    return np.abs(np.log10(g) - np.log10(f[content]))
+    return Log10Reference(original, threshold).errors(decoded)
 
 
 def cell_log10_p95(decoded: np.ndarray, original: np.ndarray, offsets: np.ndarray, threshold: float) -> np.ndarray:
@@ -62,8 +81,7 @@ def cell_log10_p95(decoded: np.ndarray, original: np.ndarray, offsets: np.ndarra
     quantity the restart profile bounds (0 for a cell without content)."""
     result = np.zeros(len(offsets) - 1)
     for i, (lo, hi) in enumerate(zip(offsets[:-1], offsets[1:])):
-        errors = log10_errors(decoded[lo:hi], original[lo:hi], threshold)
-        result[i] = np.percentile(errors, 95) if errors.size else 0.0
+        result[i] = Log10Reference(original[lo:hi], threshold).p95(decoded[lo:hi])
     return result
 
 

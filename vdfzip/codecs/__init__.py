@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import VdfzipError
-from ..metrics import cell_log10_p95, relative_l2
+from ..metrics import Log10Reference, relative_l2
 from ..vlasiator import CellBatch, VelocityMesh
 
 _REGISTRY: dict[str, type[Codec]] = {}
@@ -60,14 +60,15 @@ class Target:
         """How far a cell's decoded values are from the target: the largest of rel L2 / ``rel_l2``
         and tail p95 / ``tail_tol`` (≤ 1: met). Rate control steers by it; the tails are measured
         only when rel L2 is met, since a miss there already decides."""
-        excess = relative_l2(decoded, original) / self.rel_l2
-        if self.tail_tol is None or excess > 1.0:
-            return excess
-        return max(excess, self.tail_p95(decoded, original) / self.tail_tol)
+        return self.against(original).excess(decoded)
+
+    def against(self, original: np.ndarray) -> Judge:
+        """The target for one cell's ``original`` values, prepared to measure many decodings."""
+        return Judge(self, original)
 
     def tail_p95(self, decoded: np.ndarray, original: np.ndarray) -> float:
         """95th percentile of the log10 error over the voxels with content (0 if none)."""
-        return float(cell_log10_p95(decoded, original, np.array([0, len(original)]), self.threshold)[0])
+        return Log10Reference(original, self.threshold).p95(decoded)
 
     def tighter(self, rel_l2_factor: float, tail_factor: float = 1.0) -> Target:
         """This target with its rel L2 and tail bounds multiplied by the given factors."""
@@ -77,6 +78,23 @@ class Target:
     def __str__(self) -> str:
         tails = "" if self.tail_tol is None else f" with tails within {self.tail_tol:g} decades (p95)"
         return f"rel L2 {self.rel_l2:g}{tails}"
+
+
+class Judge:
+    """:meth:`Target.excess` against one cell's original values, whose content voxels and their
+    log10 are found once."""
+
+    def __init__(self, target: Target, original: np.ndarray):
+        self.target = target
+        self.original = np.asarray(original, dtype=np.float64)
+        self.tails = None if target.tail_tol is None else Log10Reference(self.original, target.threshold)
+
+    def excess(self, decoded: np.ndarray) -> float:
+        """:meth:`Target.excess` of ``decoded`` (the original's voxels in order, in any shape)."""
+        excess = relative_l2(np.reshape(decoded, self.original.shape), self.original) / self.target.rel_l2
+        if self.tails is None or excess > 1.0:
+            return excess
+        return max(excess, self.tails.p95(decoded) / self.target.tail_tol)
 
 
 class Codec(ABC):
