@@ -9,6 +9,7 @@ dense boxes here are ordered ``(x, y, z)``: ``box[ix, iy, iz]``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,23 +69,35 @@ class BoxLayout:
     as many value arrays as needed (the octree codec fits several transforms of a cell)."""
 
     origin: np.ndarray  # (3,) voxel index of the box's corner
-    local: np.ndarray  # (n·wid³, 3) voxel indices inside the box, block by block
+    corners: np.ndarray  # (n, 3) voxel index of each block's value 0 inside the box
+    wid: int
     shape: tuple[int, int, int]
 
     @classmethod
     def of(cls, block_ids: np.ndarray, mesh: VelocityMesh) -> BoxLayout:
         if len(block_ids) == 0:
             raise ValueError("a cell without blocks has no bounding box")
-        index = voxel_indices(block_ids, mesh).reshape(-1, 3)
-        origin = index.min(axis=0)
-        local = index - origin
-        return cls(origin, local, tuple(int(n) for n in local.max(axis=0) + 1))
+        coords = block_coordinates(block_ids, mesh)
+        low = coords.min(axis=0)
+        shape = tuple(int(n) for n in (coords.max(axis=0) - low + 1) * mesh.wid)
+        return cls(low * mesh.wid, (coords - low) * mesh.wid, mesh.wid, shape)
+
+    def flat(self, order: str = "xyz") -> np.ndarray:
+        """Flat indices of the cell's voxels (block by block, value index order) in the box held
+        as ``box[ix, iy, iz]`` (``order="xyz"``) or as its transpose ``box[iz, iy, ix]`` ("zyx")."""
+        n1, n2, n3 = self.shape
+        strides = np.array([n2 * n3, n3, 1] if order == "xyz" else [1, n1, n1 * n2], dtype=np.int64)
+        return (self.corners @ strides)[:, None] + (in_block_offsets(self.wid) @ strides)[None, :]
+
+    @functools.cached_property
+    def _xyz(self) -> np.ndarray:
+        return self.flat().reshape(-1)
 
     def scatter(self, values: np.ndarray) -> np.ndarray:
         """The dense box holding ``values`` (``(n, wid³)``) at the blocks' voxels, zero elsewhere."""
         values = np.asarray(values)
         dense = np.zeros(self.shape, dtype=values.dtype)
-        dense[self.local[:, 0], self.local[:, 1], self.local[:, 2]] = values.reshape(-1)
+        dense.reshape(-1)[self._xyz] = values.reshape(-1)
         return dense
 
 
@@ -92,7 +105,7 @@ def to_dense(block_ids: np.ndarray, values: np.ndarray, mesh: VelocityMesh) -> D
     """Scatter one cell's blocks (``values``: ``(n, wid³)``) into their dense bounding box."""
     layout = BoxLayout.of(block_ids, mesh)
     mask = np.zeros(layout.shape, dtype=bool)
-    mask[layout.local[:, 0], layout.local[:, 1], layout.local[:, 2]] = True
+    mask.reshape(-1)[layout.flat().reshape(-1)] = True
     return DenseBox(layout.origin, layout.scatter(values), mask)
 
 
