@@ -87,3 +87,27 @@ def test_projection_kernels_cuda_twins_match_cpu(restart_small):
         launch_per_item(cuda_kernel, 2, *head, *args, gpu, threads=2)
         assert np.abs(cpu).max() > 0
         np.testing.assert_allclose(gpu, cpu, rtol=1e-12, atol=0)
+
+
+def test_newton_sums_match_a_float64_statement_of_the_gradient_and_hessian(restart_small):
+    """Σ g·w·φ and Σ g·w·φφᵀ from the kernel's 35 monomial sums (kernel.PAIR) against numpy."""
+    from vdfzip.mesh import voxel_velocities
+
+    p, offsets, ids, _, decoded = _perturbed_batch(restart_small, 0, 2, 0.1)
+    values = np.maximum(decoded, 0)
+    rng = np.random.default_rng(2)
+    centers, scales = rng.normal(0, 1e5, (2, 3)), np.array([3e5, 5e5])
+    lams = rng.normal(0, 0.05, (2, kernel.BASIS))
+    out = np.zeros((2, kernel.MONOMIALS))
+    kernel.newton_sums_cpu(np.arange(2), ids.astype(np.int64), values, offsets.astype(np.int64), p.mesh.nblocks[0],
+                           p.mesh.nblocks[1], p.mesh.wid, np.array(p.mesh.vmin), np.array(p.mesh.dv), centers, scales,
+                           lams, out)
+    for c in range(2):
+        rows = slice(offsets[c], offsets[c + 1])
+        u = (voxel_velocities(ids[rows], p.mesh).reshape(-1, 3) - centers[c]) / scales[c]
+        x, y, z = u.T
+        phi = np.stack([np.ones_like(x), x, y, z, x * x, y * y, z * z, x * y, x * z, y * z], axis=1)
+        w = values[rows].reshape(-1) * np.exp(phi @ lams[c])
+        np.testing.assert_allclose(out[c, : kernel.BASIS], w @ phi, rtol=1e-11)
+        hessian = (phi * w[:, None]).T @ phi
+        np.testing.assert_allclose(out[c][kernel.PAIR], hessian, rtol=1e-11, atol=1e-13 * np.abs(hessian).max())

@@ -18,7 +18,6 @@ from .kernels import projection as kernel
 from .physics import PRESSURE_COMPONENTS, Moments
 from .vlasiator import VelocityMesh
 
-_UPPER = np.triu_indices(kernel.BASIS)
 #: Moment residual (units of n, n·vth, n·vth²) accepted after the restart profile's content
 #: enforcement, well inside the round-trip contract of 1e-6.
 ENFORCED_RESIDUAL = 1e-8
@@ -72,12 +71,9 @@ class _Problem:
 
     def sums(self, lams: np.ndarray, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(Σ g·w·φ, Σ g·w·φφᵀ) at multipliers ``lams`` for the listed ``cells`` (others: 0)."""
-        out = np.zeros((self.cells, kernel.COLUMNS))
+        out = np.zeros((self.cells, kernel.MONOMIALS))
         kernel.newton_sums_cpu(cells, *self.args, np.ascontiguousarray(lams), out)
-        hessian = np.empty((self.cells, kernel.BASIS, kernel.BASIS))
-        hessian[:, _UPPER[0], _UPPER[1]] = out[:, kernel.BASIS :]
-        hessian[:, _UPPER[1], _UPPER[0]] = out[:, kernel.BASIS :]
-        return out[:, : kernel.BASIS], hessian
+        return out[:, : kernel.BASIS], out[:, kernel.PAIR]
 
     def apply(self, lams: np.ndarray) -> np.ndarray:
         out = np.empty_like(self.args[1])
