@@ -64,6 +64,20 @@ def test_interior_prediction_of_a_cube():
     assert inside.sum() == 1 and inside[np.flatnonzero((coords == 3).all(axis=1))[0]]
 
 
+def test_interior_of_real_cells_against_a_neighbour_lookup(restart_population):
+    """Every block whose 26 neighbours are all stored, found by a set lookup per block."""
+    from vdfzip.mesh import block_coordinates
+
+    batch, mesh, _ = restart_population
+    for cell in range(0, len(batch), 9):
+        ids = batch.cell(cell)[0]
+        coords = block_coordinates(ids, mesh).tolist()
+        stored = set(map(tuple, coords))
+        expected = [all((x + a - 1, y + b - 1, z + c - 1) in stored for a, b, c in np.ndindex(3, 3, 3))
+                    for x, y, z in coords]
+        np.testing.assert_array_equal(content.interior(ids, mesh), expected)
+
+
 @pytest.mark.parametrize("keep_order", [True, False])
 def test_block_structure_carries_the_content_section(restart_population, keep_order):
     batch, mesh, _ = restart_population

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import zstandard
+from scipy import ndimage
 
 from .blockset import VARINT_BYTES, BlockSetError, bounded_decompress, varint_decode, varint_encode
 from .mesh import block_coordinates
@@ -37,14 +38,12 @@ def interior(block_ids: np.ndarray, mesh: VelocityMesh) -> np.ndarray:
     coords = block_coordinates(block_ids, mesh)
     if not len(coords):
         return np.zeros(0, dtype=bool)
-    low = coords.min(axis=0) - 1
-    local = coords - low
-    stored = np.zeros(tuple(local.max(axis=0) + 2), dtype=bool)
+    local = coords - coords.min(axis=0)
+    stored = np.zeros(tuple(local.max(axis=0) + 1), dtype=bool)
     stored[tuple(local.T)] = True
-    result = np.ones(len(coords), dtype=bool)
-    for offset in np.ndindex(3, 3, 3):
-        result &= stored[tuple((local + np.array(offset) - 1).T)]
-    return result
+    # a block outside the box is not stored: an erosion by the 3×3×3 cube with a False border
+    inner = ndimage.binary_erosion(stored, np.ones((3, 3, 3), dtype=bool), border_value=0)
+    return inner[tuple(local.T)]
 
 
 def encode(block_ids: np.ndarray, content: np.ndarray, mesh: VelocityMesh) -> bytes:
