@@ -86,7 +86,7 @@ class BoxLayout:
         """Flat indices of the cell's voxels (block by block, value index order) in the box held
         as ``box[ix, iy, iz]`` (``order="xyz"``) or as its transpose ``box[iz, iy, ix]`` ("zyx")."""
         n1, n2, n3 = self.shape
-        strides = np.array([n2 * n3, n3, 1] if order == "xyz" else [1, n1, n1 * n2], dtype=np.int64)
+        strides = np.array({"xyz": [n2 * n3, n3, 1], "zyx": [1, n1, n1 * n2]}[order], dtype=np.int64)
         return (self.corners @ strides)[:, None] + (in_block_offsets(self.wid) @ strides)[None, :]
 
     @functools.cached_property

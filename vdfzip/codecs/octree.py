@@ -10,7 +10,8 @@ Why this shape (issue 4, measured on ``data/fullf`` and the 72-cell shock restar
 - **Closed-loop quantization**: each factor column gets its own step, set from the norm of its
   core slice (how much that column weighs in the reconstruction, one byte code per column); the
   core is then recomputed by least squares against the *quantized* factors, so factor rounding
-  is partly undone; finally one uniform core step is found by bisection on the decoded error.
+  is partly undone; finally one uniform core step is searched for on the decoded error, guided
+  by a model of that error (:func:`search_coarsest`).
   Integers are zigzagged, split into byte planes and zstd-coded.
 - The error that counts is the relative L2 over the cell's **stored voxels** only; voxels of the
   bounding box outside the cell's blocks are zero in the fit and are never decoded.
