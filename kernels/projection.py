@@ -29,7 +29,7 @@ def _exponents() -> list[tuple[int, int, int]]:
 
 
 EXPONENTS = np.array(_exponents(), dtype=np.int64)
-MONOMIALS = COLUMNS = len(EXPONENTS)  # 35: what a Newton-sums pass writes per cell
+MONOMIALS = len(EXPONENTS)  # 35: what a Newton-sums pass writes per cell
 _INDEX = {tuple(e): m for m, e in enumerate(EXPONENTS.tolist())}
 #: Each monomial past φ is an earlier one (PARENT) times u along AXIS.
 AXIS = np.array([0] * BASIS + [int(np.flatnonzero(e)[0]) for e in EXPONENTS[BASIS:]], dtype=np.int64)

@@ -79,7 +79,7 @@ def test_projection_kernels_cuda_twins_match_cpu(restart_small):
     args = (ids, values, offsets, *mesh, centers, scales, lams)
     cells = np.array([0, 1])
     for cpu_kernel, cuda_kernel, shape, head in (
-        (kernel.newton_sums_cpu, kernel.newton_sums_cuda, (2, kernel.COLUMNS), (cells,)),
+        (kernel.newton_sums_cpu, kernel.newton_sums_cuda, (2, kernel.MONOMIALS), (cells,)),
         (kernel.apply_cpu, kernel.apply_cuda, values.shape, ()),
     ):
         cpu, gpu = np.zeros(shape), np.zeros(shape)
