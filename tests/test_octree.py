@@ -181,7 +181,7 @@ def test_reconstruct_blocks_matches_dense_reconstruction(restart_cells):
     corners, _ = octree.block_corners(block_ids, mesh)
     np.testing.assert_allclose(octree.reconstruct_blocks(small, corners, mesh.wid), expected, rtol=1e-10, atol=1e-14)
     # the rate control's probe reconstruction: the same voxels in the same order
-    voxels = BoxLayout.of(block_ids, mesh).flat("zyx").reshape(-1)
+    voxels = BoxLayout.of(block_ids, mesh).flat("zyx")
     np.testing.assert_allclose(octree.reconstruct_voxels(small, voxels), expected.ravel(), rtol=1e-10,
                                atol=1e-12 * np.abs(expected).max())
 

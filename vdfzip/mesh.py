@@ -83,15 +83,15 @@ class BoxLayout:
         return cls(low * mesh.wid, (coords - low) * mesh.wid, mesh.wid, shape)
 
     def flat(self, order: str = "xyz") -> np.ndarray:
-        """Flat indices of the cell's voxels (block by block, value index order) in the box held
-        as ``box[ix, iy, iz]`` (``order="xyz"``) or as its transpose ``box[iz, iy, ix]`` ("zyx")."""
+        """``(n·wid³,)`` flat indices of the cell's voxels (block by block, value index order) in
+        the box held as ``box[ix, iy, iz]`` (``order="xyz"``) or as its transpose ``box[iz, iy, ix]`` ("zyx")."""
         n1, n2, n3 = self.shape
         strides = np.array({"xyz": [n2 * n3, n3, 1], "zyx": [1, n1, n1 * n2]}[order], dtype=np.int64)
-        return (self.corners @ strides)[:, None] + (in_block_offsets(self.wid) @ strides)[None, :]
+        return ((self.corners @ strides)[:, None] + (in_block_offsets(self.wid) @ strides)[None, :]).reshape(-1)
 
     @functools.cached_property
     def _xyz(self) -> np.ndarray:
-        return self.flat().reshape(-1)
+        return self.flat()
 
     def scatter(self, values: np.ndarray) -> np.ndarray:
         """The dense box holding ``values`` (``(n, wid³)``) at the blocks' voxels, zero elsewhere."""
@@ -104,9 +104,7 @@ class BoxLayout:
 def to_dense(block_ids: np.ndarray, values: np.ndarray, mesh: VelocityMesh) -> DenseBox:
     """Scatter one cell's blocks (``values``: ``(n, wid³)``) into their dense bounding box."""
     layout = BoxLayout.of(block_ids, mesh)
-    mask = np.zeros(layout.shape, dtype=bool)
-    mask.reshape(-1)[layout.flat().reshape(-1)] = True
-    return DenseBox(layout.origin, layout.scatter(values), mask)
+    return DenseBox(layout.origin, layout.scatter(values), layout.scatter(np.ones(np.shape(values), dtype=bool)))
 
 
 def from_dense(box: DenseBox, block_ids: np.ndarray, mesh: VelocityMesh) -> np.ndarray:

@@ -457,7 +457,7 @@ class OctreeCodec(Codec):
                 _LOOSE_TAIL_LADDER if target.tail_tol >= LOOSE_TAILS else _TAIL_LADDER)
         domains = [d for t in transforms if (d := self._domain(t, scale, target)) is not None]
         layout, judge = BoxLayout.of(block_ids, mesh), target.against(original)
-        voxels = layout.flat("zyx").reshape(-1)
+        voxels = layout.flat("zyx")
         payloads = [p for d in domains if (p := self._encode_in(d, layout, voxels, original, judge, target))]
         if not payloads:
             raise ToleranceNotMetError(f"octree cannot reach {target} on this cell; store it losslessly")
