@@ -20,7 +20,7 @@ import pytest
 from badfiles import copy_with_arrays
 from conftest import UNDER_CI, shared_file
 
-from vdfzip import synth, vlasiator, vlsv
+from vdfzip import chunks, synth, vlasiator, vlsv
 from vdfzip.decode import decode_file
 from vdfzip.encode import encode_file
 from vdfzip.verify import verify_files
@@ -45,11 +45,28 @@ def _mpi(ranks: int, *argv) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+def _small_cells(path: Path, cells: int, seed: int, blocks: int = 24) -> Path:
+    """A synthetic restart whose every VDF is cut to its ``blocks`` largest blocks (in file order):
+    enough cells for three ranks' shares (whole index chunks of 64 cells) that encode in seconds."""
+    full = path.with_name(f"full-{path.name}")
+    synth.write_synthetic_restart(full, cells=cells, seed=seed)
+    arrays = {}
+    with vlasiator.open_file(full) as f:
+        for name, p in f.populations.items():
+            cut = [p.cell(i) for i in range(p.cell_count)]
+            keep = [np.sort(np.argsort(-values.max(axis=1), kind="stable")[:blocks]) for _, values in cut]
+            arrays[("BLOCKSPERCELL", name)] = np.array([len(k) for k in keep], np.uint32)
+            arrays[("BLOCKIDS", name)] = np.concatenate([ids[k] for (ids, _), k in zip(cut, keep)])
+            arrays[("BLOCKVARIABLE", name)] = np.concatenate([values[k] for (_, values), k in zip(cut, keep)])
+    copy_with_arrays(full, path, arrays)
+    full.unlink()
+    return path
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    path = tmp_path_factory.mktemp("mpi") / "restart.vlsv"
-    synth.write_synthetic_restart(path, cells=7, seed=6)
-    return path
+    """130 cells: with 3 ranks, one index chunk each (64, 64 and the last 2 cells)."""
+    return _small_cells(tmp_path_factory.mktemp("mpi") / "restart.vlsv", cells=130, seed=6)
 
 
 @pytest.fixture(scope="module")
@@ -279,3 +296,101 @@ def test_mpi_io_reads_and_writes_past_4_gib_in_bounded_pieces(tmp_path):
     job = subprocess.run([sys.executable, "-c", _PAST_4_GIB, str(path)], capture_output=True, text=True, timeout=120)
     assert job.returncode == 0 and job.stdout.strip() == "ok", (job.stdout, job.stderr)
     assert path.stat().st_size > 5 << 30
+
+
+#: Run under mpiexec: open a file as ``vdfzip encode`` (ORIGINAL) or ``decode`` (COMPRESSED) does
+#: on the ranks, and print per rank the window it holds and the bytes it read of each per-cell array.
+_READS_SCRIPT = """
+import json, sys
+from collections import Counter
+from pathlib import Path
+from mpi4py import MPI
+from vdfzip import distributed, vlasiator, decode
+
+comm, path, kind = MPI.COMM_WORLD, Path(sys.argv[1]), sys.argv[2]
+source = distributed.RankBytes(comm, path, {})
+file = vlasiator.vlsv.VlsvFile(path, source)
+per_cell = {e.offset: e for e in file.elements if e.tag in ("CELLSWITHBLOCKS", "BLOCKSPERCELL", "VDFZIP_INDEX", "VDFZIP_MOMENTS")}
+read = Counter()
+original_read = source._read
+def counting(start, stop):
+    for e in per_cell.values():
+        read[f"{e.tag} {e.name}"] += max(0, min(stop, e.offset + e.nbytes) - max(start, e.offset))
+    return original_read(start, stop)
+source._read = counting
+if kind == "original":
+    opened = vlasiator.VlasiatorFile(file, comm)
+    windows = {n: [int(c) for c in p.window] for n, p in opened.populations.items()}
+else:
+    opened = decode.CompressedFile(file, comm)
+    windows = {n: [int(p.first_cell), int(p.first_cell + p.cell_count)] for n, p in opened.populations.items()}
+ranks = comm.gather({"rank": comm.Get_rank(), "windows": windows, "read": {k: int(v) for k, v in read.items()}})
+if ranks:
+    print(json.dumps(ranks))
+file.close()
+"""
+
+
+@pytest.mark.parametrize("kind", ["original", "compressed"])
+def test_each_rank_reads_only_its_share_of_the_per_cell_arrays(tmp_path, serial_decoding, synthetic, kind):
+    """Encoding and decoding ranks read the per-cell arrays (cell ids and block counts; the index
+    and moments) of their own cells, plus 1/N of the block counts (or chunk directory) to balance
+    the shares: not the whole arrays, as every rank did before format 4."""
+    compressed, _ = serial_decoding(synthetic)
+    path = synthetic if kind == "original" else compressed
+    script = tmp_path / "reads.py"
+    script.write_text(_READS_SCRIPT)
+    job = subprocess.run([MPIEXEC, "-n", "3", sys.executable, script, path, kind], capture_output=True, text=True,
+                         timeout=300)
+    assert job.returncode == 0, job.stderr
+    ranks = json.loads(job.stdout)
+    cells = 130
+    for name in ("proton", "helium"):
+        windows = [r["windows"][name] for r in ranks]
+        assert windows == [[0, 64], [64, 128], [128, 130]]  # whole chunks, balanced by blocks
+        for r, (start, stop) in zip(ranks, windows):
+            mine = stop - start  # cells of the window; and the 1/N slice balancing reads: one chunk of the three
+            if kind == "original":
+                assert r["read"][f"CELLSWITHBLOCKS {name}"] == 8 * mine
+                assert r["read"][f"BLOCKSPERCELL {name}"] == 4 * mine + 4 * min(64, cells - 64 * r["rank"])
+            else:
+                assert r["read"][f"VDFZIP_MOMENTS {name}"] == 80 * mine
+                with vlsv.read(compressed) as f:
+                    element = f.element("VDFZIP_INDEX", name=name)
+                    directory = np.frombuffer(f.raw(element, 0, 3 * chunks.DIRECTORY_DTYPE.itemsize), chunks.DIRECTORY_DTYPE)
+                frames = np.diff([*directory["frame_offset"].astype(int), element.nbytes - directory.nbytes])
+                k = r["rank"]  # its chunk; the directory entries of it and the next, twice: to balance, to read
+                entries = 2 * (min(k + 2, 3) - k) * chunks.DIRECTORY_DTYPE.itemsize
+                assert r["read"][f"VDFZIP_INDEX {name}"] == entries + frames[k]
+
+
+_SHARE_SCRIPT = """
+import json, sys
+import numpy as np
+from mpi4py import MPI
+from vdfzip import distributed
+
+comm = MPI.COMM_WORLD
+blocks = np.array(json.loads(sys.argv[1]), np.int64)
+share = distributed.share(comm, len(blocks), lambda a, b: blocks[a:b])
+shares = comm.gather([comm.Get_rank(), share.start, share.stop, share.blocks_before, share.blocks])
+if shares:
+    print(json.dumps(shares))
+"""
+
+
+@pytest.mark.parametrize("blocks", [[5, 1, 1, 1, 1, 1, 50, 0, 0, 3], [0, 0, 7], [4], []])
+def test_shares_split_units_as_a_searchsorted_over_all_blocks(tmp_path, blocks):
+    """Each rank's share, computed from 1/N of the units' block counts, is what one process
+    finds with all of them: rank r starts at the first unit whose blocks start at or past r/N
+    of all blocks."""
+    script = tmp_path / "share.py"
+    script.write_text(_SHARE_SCRIPT)
+    job = subprocess.run([MPIEXEC, "-n", "3", sys.executable, script, json.dumps(blocks)], capture_output=True,
+                         text=True, timeout=120)
+    assert job.returncode == 0, job.stderr
+    got = json.loads(job.stdout)
+    starts = np.concatenate([[0], np.cumsum(blocks)]).astype(int)
+    total = int(starts[-1])
+    bounds = [int(np.searchsorted(starts[:-1], total * r // 3, side="left")) for r in range(3)] + [len(blocks)]
+    assert got == [[r, bounds[r], bounds[r + 1], int(starts[bounds[r]]), total] for r in range(3)]

@@ -41,14 +41,16 @@ class UncheckedFileWarning(UserWarning):
 class CompressedFile:
     """A vdfzip file opened for reading: its compressed populations, decoded cell by cell."""
 
-    def __init__(self, path: str | os.PathLike | vlsv.VlsvFile):
+    def __init__(self, path: str | os.PathLike | vlsv.VlsvFile, comm=None):
+        """Open ``path``; with ``comm`` (an MPI job's ranks, collectively) each population holds
+        the index and moments of its rank's share of cells only."""
         self.vlsv = path if isinstance(path, vlsv.VlsvFile) else vlsv.read(path)
         self.path = self.vlsv.path
         names = layout.compressed_population_names(self.vlsv)
         if not names:
             raise NotCompressedError(f"{self.path} is not a vdfzip-compressed file")
         self.manifest = integrity.Manifest.read(self.vlsv)  # first: nothing is parsed from unchecked bytes
-        self.populations = {name: layout.CompressedPopulation(self.vlsv, name) for name in names}
+        self.populations = {name: layout.CompressedPopulation(self.vlsv, name, comm) for name in names}
         if self.manifest is None:
             if max(p.header["format"] for p in self.populations.values()) >= 2:
                 raise integrity.IntegrityError(f"{self.path}: {integrity.TAG} is missing (the file was changed)")
@@ -136,7 +138,7 @@ def decode_file(
     source = Path(source)
     output = Path(output) if output is not None else default_output(source, ".decoded")
     comm = distributed.world()
-    with CompressedFile(distributed.open_input(comm, source, mpi_hints or {})) as compressed, \
+    with CompressedFile(distributed.open_input(comm, source, mpi_hints or {}), comm) as compressed, \
             contextlib.ExitStack() as stack:
         output = check_output_path(output, inputs=[source], overwrite=force)
         if comm is not None:

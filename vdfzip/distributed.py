@@ -17,6 +17,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -81,20 +82,46 @@ def is_root() -> bool:
     return comm is None or comm.Get_rank() == 0
 
 
-def rank_ranges(block_offsets: np.ndarray, ranks: int) -> list[tuple[int, int]]:
-    """Contiguous ``[start, stop)`` cell ranges, one per rank, with about equal blocks each
-    (ranks beyond the cell count get empty ranges)."""
-    cells, total = len(block_offsets) - 1, int(block_offsets[-1])
-    targets = [round(total * r / ranks) for r in range(ranks + 1)]
-    bounds = np.searchsorted(block_offsets[:-1], targets, side="left") if cells else np.zeros(ranks + 1, int)
-    bounds[0], bounds[-1] = 0, cells
-    bounds = np.maximum.accumulate(bounds)
-    return [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+@dataclass(frozen=True)
+class Share:
+    """A rank's contiguous run ``[start, stop)`` of a population's units (cells, or chunks of
+    cells), the blocks of the units before it, and the population's blocks."""
+
+    start: int
+    stop: int
+    blocks_before: int
+    blocks: int
+
+
+def share(comm, units: int, unit_blocks: Callable[[int, int], np.ndarray]) -> Share:
+    """This rank's share of ``units`` units, balanced by blocks (cell sizes vary 100×); the whole
+    without ``comm``. ``unit_blocks(a, b)`` gives the blocks of units ``[a, b)``; each rank asks
+    for 1/N of them, so no rank reads a population's per-cell arrays whole. Rank r's share
+    starts at the first unit whose blocks begin at or past r/N of all blocks (ranks beyond the
+    units get empty shares)."""
+    if comm is None:
+        return Share(0, units, 0, int(np.sum(unit_blocks(0, units), dtype=np.int64)))
+    from mpi4py import MPI
+
+    rank, ranks = comm.Get_rank(), comm.Get_size()
+    blocks = agreed(comm, lambda: np.asarray(unit_blocks(units * rank // ranks, units * (rank + 1) // ranks), np.int64))
+    mine = int(blocks.sum())
+    before, total = comm.exscan(mine) or 0, comm.allreduce(mine)
+    starts = before + np.concatenate([[0], np.cumsum(blocks)]).astype(np.int64)
+    targets = np.array([total * r // ranks for r in range(ranks + 1)], np.int64)
+    counts = np.searchsorted(starts[:-1], targets, side="left")  # my units starting before each target
+    bounds = np.stack([counts, starts[counts] - before]).astype(np.int64)  # and their blocks
+    comm.Allreduce(MPI.IN_PLACE, bounds, op=MPI.SUM)
+    bounds[:, -1] = units, total
+    return Share(int(bounds[0, rank]), int(bounds[0, rank + 1]), int(bounds[1, rank]), total)
 
 
 def agreed(comm, step: Callable[[], T]) -> T:
     """Run ``step`` on every rank; if it raised on any, raise on all of them (the lowest failing
-    rank's error, naming the rank), so that no rank goes on to a collective call alone."""
+    rank's error, naming the rank), so that no rank goes on to a collective call alone. Without
+    ``comm``, just run it."""
+    if comm is None:
+        return step()
     failure, result = None, None
     try:
         result = step()

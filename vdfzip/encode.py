@@ -55,11 +55,12 @@ def default_output(path: Path, suffix: str) -> Path:
     return path.with_name(f"{stem}{suffix}.vlsv")
 
 
-def _encoding_state(source: Path | vlsv.VlsvFile, settings: Settings) -> dict:
+def _encoding_state(source: Path | VlasiatorFile, settings: Settings) -> dict:
     """What encoding batches needs (:mod:`vdfzip.workers`): the input (a path, or the file this
     process has open), the settings (their codecs rebuilt on the CPU in a worker process) and a
     compressor per population, made on first use."""
-    return {"file": VlasiatorFile(source), "settings": settings, "compressors": {}}
+    return {"file": source if isinstance(source, VlasiatorFile) else VlasiatorFile(source), "settings": settings,
+            "compressors": {}}
 
 
 def _encode_range(state: dict, item: tuple[str, int, int]) -> CompressedCells:
@@ -71,7 +72,7 @@ def _encode_range(state: dict, item: tuple[str, int, int]) -> CompressedCells:
     return state["compressors"][name].compress_batch(population.cells(start, stop))
 
 
-def encoding_map(jobs: int, source: Path | vlsv.VlsvFile, settings: Settings, xp=np):
+def encoding_map(jobs: int, source: Path | VlasiatorFile, settings: Settings, xp=np):
     """The ordered map :func:`encode_population` encodes batches with: ``jobs`` worker processes,
     or this process with the codecs as they are (for one job, and where the codecs fit on a GPU,
     which one process drives)."""
@@ -86,18 +87,17 @@ def batch_blocks(blocks: int, jobs: int) -> int:
 
 
 def encode_population(
-    population: Population, settings: Settings, batch_cells: int, spool: BinaryIO, bar, mapped,
-    cells: tuple[int, int] | None = None, jobs: int = 1,
+    population: Population, settings: Settings, batch_cells: int, spool: BinaryIO, bar, mapped, jobs: int = 1,
 ) -> EncodedPopulation:
-    """Encode every cell of a population (or of its range ``cells``: an MPI rank's share) in
+    """Encode the cells of a population's window (all of them, or an MPI rank's share) in
     batches, through ``mapped`` (:func:`encoding_map` with ``jobs`` workers); records are appended
     to ``spool`` in cell order, index and moments rows are those of the encoded cells."""
-    first, stop = (0, population.cell_count) if cells is None else cells
+    first, stop = population.window
     index = np.zeros(stop - first, dtype=layout.INDEX_DTYPE)
     moments = np.zeros((stop - first, layout.MOMENT_COLUMNS))
     summary = PopulationSummary(population.name, population.cell_count, population.block_count, population.vdf_bytes)
-    blocks = int(population.offsets[stop] - population.offsets[first])
-    ranges = population.batch_ranges(batch_blocks(blocks, jobs), batch_cells, (first, stop))
+    blocks = int(population.offsets[-1] - population.offsets[0])
+    ranges = population.batch_ranges(batch_blocks(blocks, jobs), batch_cells)
     for encoded in mapped(_encode_range, [(population.name, a, b) for a, b in ranges]):
         rows = slice(encoded.first - first, encoded.first - first + len(encoded))
         spool.write(encoded.records)
@@ -111,7 +111,7 @@ def encode_population(
         summary.errors.append(encoded.errors)
         bar.update(len(encoded))
     return EncodedPopulation(population.species, population.vdf_elements(), settings.header(), index, moments, spool,
-                             summary)
+                             summary, first)
 
 
 def encode_file(
@@ -149,7 +149,7 @@ def encode_file(
     output = Path(output) if output is not None else default_output(source, ".vdfz")
     started = time.perf_counter()
     comm = distributed.world()
-    with VlasiatorFile(distributed.open_input(comm, source, mpi_hints or {})) as file:
+    with VlasiatorFile(distributed.open_input(comm, source, mpi_hints or {}), comm) as file:
         if layout.is_compressed(file.vlsv):
             raise VdfzipError(f"{source} is already compressed by vdfzip; decode it first")
         selected = _select_populations(file, populations)

@@ -27,7 +27,7 @@ from functools import cached_property
 
 import numpy as np
 
-from . import __version__, blockset, content, vlsv
+from . import __version__, blockset, chunks, content, distributed, vlsv
 from .codecs import Codec, get_codec
 from .errors import CorruptFileError, VdfzipError
 from .physics import PRESSURE_COMPONENTS, Moments
@@ -37,8 +37,8 @@ from .vlasiator import CellBatch, VelocityMesh, cell_ranges, parse_config, parti
 #: Version 2 added the whole-file checksums (:mod:`vdfzip.integrity`), version 3 each lossy cell's
 #: restoration multipliers (decoding applies them instead of solving for them). Every reader
 #: reads every older version (docs/format.md).
-FORMAT_VERSION = 3
-READABLE_FORMATS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 REPLACEMENT = {
     "CELLSWITHBLOCKS": "VDFZIP_INDEX",
     "BLOCKSPERCELL": "VDFZIP_MOMENTS",
@@ -139,7 +139,11 @@ def _header_problem(header: dict) -> str | None:
         isinstance(c, dict) and isinstance(c.get("id"), str) and isinstance(c.get("config"), dict) for c in codecs
     ):
         return "has no valid codec list"
-    if not isinstance(checksums, dict) or not all(_is_int(checksums.get(k)) for k in ("index", "moments")):
+    if header.get("format", 0) >= 4:
+        chunk = header.get("index_chunk_cells")
+        if not _is_int(chunk) or chunk < 1:
+            return f"has an invalid index_chunk_cells {chunk!r}"
+    elif not isinstance(checksums, dict) or not all(_is_int(checksums.get(k)) for k in ("index", "moments")):
         return "has no valid checksums"
     if not _is_float_dtype(header.get("dtype")):
         return f"has an invalid dtype {header.get('dtype')!r}"
@@ -300,31 +304,120 @@ class RecordTable(ABC):
         return replace(batch, values=result.values)
 
 
-class CompressedPopulation(RecordTable):
-    """Random access to the cells of one population stored in a vdfzip file."""
+class _WholeIndex:
+    """The index and moments of formats 1–3: one zstd frame and one array, both read and checked
+    whole (a unit of a share is one cell)."""
 
-    def __init__(self, file: vlsv.VlsvFile, name: str):
+    unit_cells = 1
+
+    def __init__(self, index: np.ndarray, moments: np.ndarray):
+        self.units = len(index)
+        self._index, self._moments = index, moments
+        self._records = np.concatenate([[0], np.cumsum(record_sizes(index))])
+        self._blocks = np.concatenate([[0], np.cumsum(index["blocks"], dtype=np.int64)])
+
+    @property
+    def ends(self) -> tuple[int, int]:
+        """(record bytes, blocks) the whole index describes."""
+        return int(self._records[-1]), int(self._blocks[-1])
+
+    def unit_blocks(self, start: int, stop: int) -> np.ndarray:
+        return self._index["blocks"][start:stop].astype(np.int64)
+
+    def read(self, start: int, stop: int) -> chunks.Rows:
+        return chunks.Rows(self._index[start:stop], self._moments[start:stop],
+                           (int(self._records[start]), int(self._records[stop])),
+                           (int(self._blocks[start]), int(self._blocks[stop])))
+
+
+class CompressedPopulation(RecordTable):
+    """Random access to the cells of one population stored in a vdfzip file: all of them, or a
+    window of them (the table's cells are the window's, ``first_cell`` on)."""
+
+    def __init__(self, file: vlsv.VlsvFile, name: str, comm=None, cells: tuple[int, int] | None = None):
+        """Read the population's index and moments: of every cell; with ``comm`` (an MPI job's
+        ranks, collectively) of this rank's share, balanced by blocks; with ``cells`` of the
+        cells ``[start, stop)``. Format 4 reads only those cells' chunks (:mod:`vdfzip.chunks`)."""
         self.file, self.name = file, name
         self.header = self._read_header()
         self.codecs: list[Codec] = self._read_codecs()
         self._records = file.element("VDFZIP_RECORDS", name=name)
-        self.index = self._read_index()
-        moments = file.read("VDFZIP_MOMENTS", name=name)
-        self._verify(moments, "moments", "VDFZIP_MOMENTS")
-        if moments.shape != (len(self.index), MOMENT_COLUMNS):
-            raise CorruptFileError(f"{self._where()}: VDFZIP_MOMENTS has shape {moments.shape}, not one row per cell")
-        self.moment_columns = moments
         self._check_replaced()
-        if self._records.arraysize != self.record_offsets[-1]:
-            raise CorruptFileError(
-                f"{file.path}: population {name}: VDFZIP_RECORDS holds {self._records.arraysize} bytes, "
-                f"the index describes {self.record_offsets[-1]}"
-            )
+        source = self._index_source()
+        unit = source.unit_cells
+        if cells is None:
+            share = distributed.share(comm, source.units, source.unit_blocks)
+            start, stop = share.start, share.stop
+        else:
+            if not 0 <= cells[0] <= cells[1] <= self.total_cells:
+                raise VdfzipError(f"{self._where()}: has {self.total_cells} cells, not the cells [{cells[0]}, {cells[1]})")
+            start, stop = cells[0] // unit, -(-cells[1] // unit)
+        rows = distributed.agreed(comm, lambda: self._checked_rows(source, start, stop))
+        first = min(start * unit, self.total_cells)
+        keep = slice(0, len(rows.index)) if cells is None else slice(cells[0] - first, cells[1] - first)
+        #: the first cell of the window, and where its record and its blocks start in the population's
+        self.first_cell = first + keep.start
+        self._first_record = rows.records[0] + int(record_sizes(rows.index[: keep.start]).sum())
+        self.first_block = rows.blocks[0] + int(rows.index["blocks"][: keep.start].sum(dtype=np.int64))
+        self.index, self.moment_columns = rows.index[keep], rows.moments[keep]
         config = file.find("CONFIG")
         config = parse_config(file.read_text(config)) if config is not None else None
         self.mass = particle_mass(config, name)[0]
         # the threshold the encoder used (files written before it was stored: the file's own)
         self.threshold = self.header.get("threshold") or sparsity_threshold(file, config, name, warn=False)[0]
+
+    def _index_source(self) -> _WholeIndex | chunks.ChunkedIndex:
+        """Where the index and moment rows are read from, by format."""
+        moments = self.file.element("VDFZIP_MOMENTS", name=self.name)
+        if self.header["format"] >= 4:
+            if moments.vectorsize != MOMENT_COLUMNS or moments.arraysize != self.total_cells or moments.datasize != 8:
+                raise CorruptFileError(f"{self._where()}: VDFZIP_MOMENTS has {moments.arraysize} rows of "
+                                       f"{moments.vectorsize}, not one row of {MOMENT_COLUMNS} per cell")
+            ends = chunks.Ends(0, self._records.arraysize, self.total_blocks)
+            return chunks.ChunkedIndex(self.file, self.file.element("VDFZIP_INDEX", name=self.name), moments,
+                                       self.total_cells, self.header["index_chunk_cells"], INDEX_DTYPE, ends,
+                                       self._where())
+        index = self._read_index()
+        values = self.file.read(moments)
+        self._verify(values, "moments", "VDFZIP_MOMENTS")
+        if values.shape != (len(index), MOMENT_COLUMNS):
+            raise CorruptFileError(f"{self._where()}: VDFZIP_MOMENTS has shape {values.shape}, not one row per cell")
+        if len(index) != self.total_cells:
+            raise CorruptFileError(f"{self._where()}: the header gives the original CELLSWITHBLOCKS "
+                                   f"{self.total_cells} rows, the index describes {len(index)}")
+        whole = _WholeIndex(index, values)
+        if whole.ends[0] != self._records.arraysize:
+            raise CorruptFileError(f"{self._where()}: VDFZIP_RECORDS holds {self._records.arraysize} bytes, "
+                                   f"the index describes {whole.ends[0]}")
+        if whole.ends[1] != self.total_blocks:
+            raise CorruptFileError(f"{self._where()}: the header gives the original BLOCKIDS {self.total_blocks} "
+                                   f"rows, the index describes {whole.ends[1]}")
+        return whole
+
+    def _checked_rows(self, source: _WholeIndex | chunks.ChunkedIndex, start: int, stop: int) -> chunks.Rows:
+        """Units ``[start, stop)`` of the index and moments: they must describe exactly the records
+        and blocks between their ends."""
+        rows = source.read(start, stop)
+        blocks, records = int(rows.index["blocks"].sum(dtype=np.int64)), int(record_sizes(rows.index).sum())
+        if blocks != rows.blocks[1] - rows.blocks[0]:
+            raise CorruptFileError(f"{self._where()}: the index describes {blocks} blocks where "
+                                   f"{rows.blocks[1] - rows.blocks[0]} are stored")
+        if records != rows.records[1] - rows.records[0]:
+            raise CorruptFileError(f"{self._where()}: VDFZIP_RECORDS holds {rows.records[1] - rows.records[0]} bytes "
+                                   f"there, the index describes {records}")
+        if len(rows.index) and int(rows.index["codec"].max()) >= len(self.codecs):  # why: such cells were never decoded
+            raise CorruptFileError(f"{self._where()}: VDFZIP_INDEX names a codec the header does not list")
+        return rows
+
+    @property
+    def total_cells(self) -> int:
+        """Cells of the population (not just of the window)."""
+        return self.original["CELLSWITHBLOCKS"].arraysize
+
+    @property
+    def total_blocks(self) -> int:
+        """Blocks of the population (not just of the window)."""
+        return self.original["BLOCKIDS"].arraysize
 
     @property
     def profile(self) -> dict:
@@ -335,7 +428,8 @@ class CompressedPopulation(RecordTable):
         return f"{self.file.path}: population {self.name}"
 
     def _record_bytes(self, cell: int) -> bytes:
-        return self.file.read_rows(self._records, int(self.record_offsets[cell]), int(self.record_offsets[cell + 1])).tobytes()
+        start, stop = (self._first_record + int(self.record_offsets[c]) for c in (cell, cell + 1))
+        return self.file.read_rows(self._records, start, stop).tobytes()
 
     def _read_header(self) -> dict:
         element = self.file.element("VDFZIP_HEADER", name=self.name)
@@ -377,8 +471,8 @@ class CompressedPopulation(RecordTable):
             raise CorruptFileError(f"{self._where()}: {tag} fails its checksum")
 
     def _read_index(self) -> np.ndarray:
-        """The index rows. Their count is bounded before decompressing: every cell's record holds at
-        least the two header bytes of its block structure."""
+        """The index rows of formats 1–3. Their count is bounded before decompressing: every cell's
+        record holds at least the two header bytes of its block structure."""
         packed = self.file.read("VDFZIP_INDEX", name=self.name)
         self._verify(packed, "index", "VDFZIP_INDEX")
         limit = self._records.arraysize // 2 * INDEX_DTYPE.itemsize
@@ -386,21 +480,18 @@ class CompressedPopulation(RecordTable):
         dtype = self.index_dtype
         if len(raw) % dtype.itemsize:
             raise CorruptFileError(f"{self._where()}: VDFZIP_INDEX holds {len(raw)} bytes, not whole rows")
-        index = np.frombuffer(raw, dtype)
-        if len(index) and int(index["codec"].max()) >= len(self.codecs):  # why: such cells were never decoded
-            raise CorruptFileError(f"{self._where()}: VDFZIP_INDEX names a codec the header does not list")
-        return index
+        return np.frombuffer(raw, dtype)
 
     def _check_replaced(self) -> None:
         """The replaced arrays must have the sizes decoding writes: one row per cell, one per block,
         one row of wid³ values per block. Why: the writer raised a ValueError on any other."""
-        rows = {"CELLSWITHBLOCKS": (self.cell_count, 1), "BLOCKSPERCELL": (self.cell_count, 1),
-                "BLOCKIDS": (self.block_count, 1), "BLOCKVARIABLE": (self.block_count, self.mesh.cells_per_block)}
+        rows = {"CELLSWITHBLOCKS": (self.total_cells, 1), "BLOCKSPERCELL": (self.total_cells, 1),
+                "BLOCKIDS": (self.total_blocks, 1), "BLOCKVARIABLE": (self.total_blocks, self.mesh.cells_per_block)}
         for tag, element in self.original.items():
             if (element.arraysize, element.vectorsize) != rows[tag]:
                 raise CorruptFileError(
                     f"{self._where()}: the header gives the original {tag} {element.arraysize} rows of "
-                    f"{element.vectorsize}, the index describes {rows[tag][0]} rows of {rows[tag][1]}"
+                    f"{element.vectorsize}, where CELLSWITHBLOCKS and BLOCKIDS give {rows[tag][0]} rows of {rows[tag][1]}"
                 )
 
     @property

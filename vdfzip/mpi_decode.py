@@ -1,11 +1,12 @@
 """``vdfzip decode`` on the ranks of an MPI job: the same file as one process.
 
-Every rank opens the compressed file (its footer, headers and indexes are small) and lays the
-decoded file out exactly as one process writes it: the restored elements in the file's order,
-back to back after the header (:func:`vdfzip.integrity.restored_footer`). Each rank then writes
-its share: the block ids and the decoded values of its cells (a contiguous range per population,
-balanced by blocks, decoded in bounded batches) and its chunks of the copied arrays. Rank 0 also
-writes the per-cell arrays, checks every copied array and the footer against the manifest, and
+Every rank opens the compressed file (rank 0 reads the footer and broadcasts it) with the index
+and moment rows of just its share of each population's cells (whole chunks, balanced by blocks:
+:mod:`vdfzip.chunks`), and lays the decoded file out exactly as one process writes it: the
+restored elements in the file's order, back to back after the header
+(:func:`vdfzip.integrity.restored_footer`). Each rank then writes its share: the cell ids, block
+counts, block ids and decoded values of its cells (decoded in bounded batches) and its chunks of
+the copied arrays. Rank 0 also checks every copied array and the footer against the manifest, and
 ends the file. The writes are independent (``Write_at``), so a rank that fails half-way leaves no
 other rank waiting in a collective call: all of them meet in :func:`vdfzip.distributed.agreed`,
 and the output appears under its name only if every rank succeeded.
@@ -22,7 +23,6 @@ import numpy as np
 from . import distributed, integrity, layout, vlsv
 from .decode import CompressedFile
 from .encode import MAX_BATCH_BLOCKS
-from .vlasiator import cell_ranges
 
 
 def decode_on_ranks(comm, compressed: CompressedFile, output: Path, hints: dict[str, str]) -> None:
@@ -52,7 +52,7 @@ def _write_share(comm, tmp: Path, compressed: CompressedFile, laid, hints: dict[
         chunk = 0
         for source, target in laid:
             if source.tag in layout.REPLACEMENT and source.name in compressed.populations:
-                _write_population_array(handle, compressed, source, target, rank, ranks)
+                _write_population_array(handle, compressed, source, target)
                 continue
             for start in range(0, source.nbytes, distributed.COPY_CHUNK):
                 if chunk % ranks == rank:
@@ -64,25 +64,23 @@ def _write_share(comm, tmp: Path, compressed: CompressedFile, laid, hints: dict[
         info.Free()
 
 
-def _write_population_array(handle, compressed: CompressedFile, original: vlsv.Element, target: vlsv.Element,
-                            rank: int, ranks: int) -> None:
-    """This rank's share of one restored VDF array: rank 0 the per-cell arrays, every rank the
-    block ids and values of its cells."""
+def _write_population_array(handle, compressed: CompressedFile, original: vlsv.Element, target: vlsv.Element
+                            ) -> None:
+    """This rank's share of one restored VDF array: the rows of its cells (the window each
+    population was opened with)."""
     p = compressed.populations[original.name]
     if original.tag in ("CELLSWITHBLOCKS", "BLOCKSPERCELL"):
-        if rank == 0:
-            data = p.cell_ids if original.tag == "CELLSWITHBLOCKS" else p.blocks_per_cell
-            _write_at(handle, target.offset, vlsv.little_endian_bytes(data.astype(original.dtype)))
+        data = p.cell_ids if original.tag == "CELLSWITHBLOCKS" else p.blocks_per_cell
+        _write_at(handle, target.offset + p.first_cell * original.datasize,
+                  vlsv.little_endian_bytes(data.astype(original.dtype)))
         return
-    first, stop = distributed.rank_ranges(p.block_offsets, ranks)[rank]
     row_bytes = original.vectorsize * original.datasize
-    for start, end in cell_ranges(p.block_offsets[first : stop + 1], MAX_BATCH_BLOCKS):
-        start, end = first + start, first + end
+    for start, end in p.batches(MAX_BATCH_BLOCKS):
         if original.tag == "BLOCKIDS":
             rows = np.concatenate([p.block_ids(cell) for cell in range(start, end)])
         else:
             rows = p.decoded(start, end).values
-        _write_at(handle, target.offset + int(p.block_offsets[start]) * row_bytes,
+        _write_at(handle, target.offset + (p.first_block + int(p.block_offsets[start])) * row_bytes,
                   vlsv.little_endian_bytes(rows.astype(original.dtype)))
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from . import distributed, integrity, layout, metrics, physics, vlsv
 from .check import check_file
-from .decode import CompressedFile
 from .encode import MAX_BATCH_BLOCKS
 from .errors import VdfzipError
 from .reconstruct import cell_rel_l2
@@ -181,69 +180,96 @@ def verify_files(original: str | os.PathLike, other: str | os.PathLike, *, plot:
     each population's cells; rank 0 checks the compressed file, merges the shares in cell order
     and returns the report (the same as one process's), the other ranks None."""
     comm = distributed.world()
-    rank, ranks = (0, 1) if comm is None else (comm.Get_rank(), comm.Get_size())
-    agreed = (lambda step: step()) if comm is None else functools.partial(distributed.agreed, comm)
+    rank = 0 if comm is None else comm.Get_rank()
+    agreed = functools.partial(distributed.agreed, comm)
     with distributed.open_input(comm, Path(other), {}) as other_vlsv:
         if layout.is_compressed(other_vlsv):
             agreed(lambda: check_file(other) if rank == 0 else None)
-    with VlasiatorFile(distributed.open_input(comm, Path(original), {})) as source, \
+    with VlasiatorFile(distributed.open_input(comm, Path(original), {}), comm) as source, \
             distributed.open_input(comm, Path(other), {}) as other_vlsv:
-        compressed = CompressedFile(other_vlsv) if layout.is_compressed(other_vlsv) else None
-        plain = VlasiatorFile(other_vlsv)  # the populations stored as plain blocks
         populations = {name: p for name, p in source.populations.items() if p.block_count}
+        compressed = agreed(lambda: _compressed_windows(other_vlsv, populations)) if layout.is_compressed(other_vlsv) else None
+        plain = VlasiatorFile(other_vlsv, comm)  # the populations stored as plain blocks: the same shares
 
-        def other_cells(name: str):
-            is_compressed = compressed is not None and name in compressed.populations
-            return functools.partial(compressed.cells, name) if is_compressed else plain.population(name).cells
-
-        def compare_share() -> dict[str, Accumulator]:
+        def compare_share() -> dict[str, tuple[Accumulator, Counter]]:
             shares = {}
             for name, population in populations.items():
-                first, stop = distributed.rank_ranges(population.offsets, ranks)[rank]
-                acc, cells = Accumulator(), other_cells(name)
-                for start, end in population.batch_ranges(MAX_BATCH_BLOCKS, cells=(first, stop)):
+                acc, cells = Accumulator(), _other_cells(compressed, plain, population)
+                for start, end in population.batch_ranges(MAX_BATCH_BLOCKS):
                     acc.merge(compare_batch(population.cells(start, end), cells(start, end), population))
-                shares[name] = acc
+                shares[name] = acc, _methods(compressed, name)
             return shares
 
         shares = [agreed(compare_share)] if comm is None else comm.gather(agreed(compare_share))
         if rank:
             return None
         report = {"populations": {}}
-        compared = {}
+        series = {}
         total, cells, methods, input_bytes, output_bytes = Accumulator(), 0, Counter(), 0, 0
         for name, population in populations.items():
-            acc = Accumulator()
+            acc, pop_methods = Accumulator(), Counter()
             for share in shares:
-                acc.merge(share[name])
-            compared[name] = (population, other_cells(name), acc.cell_series())
-            pop_methods = _methods(compressed, name)
-            entry = acc.report(population.cell_count) | {"methods": pop_methods}
-            if compressed is not None and name in compressed.populations:
-                entry["profile"] = compressed.populations[name].profile
-                entry["ratio"] = population.vdf_bytes / compressed.populations[name].compressed_bytes
+                acc.merge(share[name][0])
+                pop_methods.update(share[name][1])
+            series[name] = acc.cell_series()
+            entry = acc.report(population.cell_count) | {"methods": dict(pop_methods)}
+            if compressed is not None and name in compressed:
+                entry["profile"] = compressed[name].profile
+                entry["ratio"] = population.vdf_bytes / compressed[name].compressed_bytes
                 input_bytes += population.vdf_bytes
-                output_bytes += compressed.populations[name].compressed_bytes
+                output_bytes += compressed[name].compressed_bytes
             report["populations"][name] = entry
             total.merge(acc)
             cells += population.cell_count
             methods.update(pop_methods)
         summary = total.report(cells)
-        if compressed and compressed.manifest is not None:
+        if compressed and other_vlsv.find(integrity.TAG) is not None:
             output_bytes += other_vlsv.element(integrity.TAG).nbytes
         summary["ratio"] = input_bytes / output_bytes if compressed and output_bytes else None
         summary["methods"] = dict(methods)
         summary["non_vdf_identical"] = non_vdf_identical(source.vlsv, other_vlsv)
-        if plot is not None:
-            from .plot import write_verify_plot
-
-            write_verify_plot(plot, compared, title=f"{os.fspath(other)} against {os.fspath(original)}")
-        return summary | report
+    if plot is not None:
+        _plot(plot, original, other, series)
+    return summary | report
 
 
-def _methods(compressed: CompressedFile | None, name: str) -> dict[str, int]:
-    if not compressed or name not in compressed.populations:
-        return {}
-    p = compressed.populations[name]
+def _compressed_windows(file: vlsv.VlsvFile, populations: dict[str, Population]
+                        ) -> dict[str, layout.CompressedPopulation]:
+    """The compressed populations of ``file`` that ``populations`` has, each read for the cells
+    of its window there (all of them, or an MPI rank's share)."""
+    return {name: layout.CompressedPopulation(file, name, cells=populations[name].window)
+            for name in layout.compressed_population_names(file) if name in populations}
+
+
+def _other_cells(compressed: dict[str, layout.CompressedPopulation] | None, plain: VlasiatorFile,
+                 population: Population):
+    """The other file's cells of ``population``'s window, by ``(start, stop)`` as the original numbers them."""
+    name = population.name
+    if compressed is not None and name in compressed:
+        table = compressed[name]
+        return lambda start, stop: table.decoded(start - table.first_cell, stop - table.first_cell)
+    theirs = plain.population(name)
+    if theirs.window != population.window:
+        raise MismatchError(f"population {name}: the files store different cells or block counts")
+    return theirs.cells
+
+
+def _plot(plot, original, other, series: dict[str, dict]) -> None:
+    """The verify plot, drawn by one process from files opened whole (the worst cells may be on any rank)."""
+    from .plot import write_verify_plot
+
+    with VlasiatorFile(original) as source, vlsv.read(other) as other_vlsv:
+        compressed = _compressed_windows(other_vlsv, source.populations)
+        plain = VlasiatorFile(other_vlsv)
+        compared = {name: (source.populations[name], _other_cells(compressed, plain, source.populations[name]), s)
+                    for name, s in series.items()}
+        write_verify_plot(plot, compared, title=f"{os.fspath(other)} against {os.fspath(original)}")
+
+
+def _methods(compressed: dict[str, layout.CompressedPopulation] | None, name: str) -> Counter:
+    """Cells of the window by the codec that stored them."""
+    if not compressed or name not in compressed:
+        return Counter()
+    p = compressed[name]
     counts = np.bincount(p.index["codec"], minlength=len(p.codecs))
-    return {codec.codec_id: int(n) for codec, n in zip(p.codecs, counts) if n}
+    return Counter({codec.codec_id: int(n) for codec, n in zip(p.codecs, counts) if n})

@@ -15,7 +15,7 @@ from functools import cached_property
 
 import numpy as np
 
-from . import vlsv
+from . import chunks, distributed, vlsv
 from .errors import AlreadyCompressedError, InconsistentPopulationError, MissingArrayError
 
 PROTON_MASS = 1.67262158e-27  # kg, Vlasiator's physicalconstants::MASS_PROTON
@@ -169,20 +169,35 @@ def read_velocity_mesh(file: vlsv.VlsvFile, name: str) -> VelocityMesh:
 class Population:
     """One particle population's VDF arrays: per stored cell, its block ids and block values."""
 
-    def __init__(self, file: vlsv.VlsvFile, name: str, config: dict | None):
+    def __init__(self, file: vlsv.VlsvFile, name: str, config: dict | None, comm=None):
         self.name = name
         self._file = file
         self._check_not_compressed()
         self._ids = file.element("BLOCKIDS", name=name)
         self._values = file.element("BLOCKVARIABLE", name=name)
-        self.cell_ids = file.read("CELLSWITHBLOCKS", name=name)
-        self.blocks_per_cell = file.read("BLOCKSPERCELL", name=name)
-        self.offsets = np.zeros(len(self.blocks_per_cell) + 1, dtype=np.int64)
+        self._cell_ids = file.element("CELLSWITHBLOCKS", name=name)
+        self._blocks_per_cell = file.element("BLOCKSPERCELL", name=name)
+        self._check_cell_counts()
+        share = distributed.share(comm, chunks.chunk_count(self.cell_count), self._chunk_blocks)
+        #: ``[start, stop)``: the cells this process reads and encodes: all of them, or under MPI
+        #: this rank's share (whole chunks of the compressed file's index, balanced by blocks)
+        self.window = tuple(min(k * chunks.CHUNK_CELLS, self.cell_count) for k in (share.start, share.stop))
+        self.cell_ids, self.blocks_per_cell = distributed.agreed(
+            comm, lambda: (file.read_rows(self._cell_ids, *self.window), file.read_rows(self._blocks_per_cell, *self.window)))
+        #: where each cell of the window starts among the population's blocks (and the last ends)
+        self.offsets = np.full(len(self.blocks_per_cell) + 1, share.blocks_before, dtype=np.int64)
         np.cumsum(self.blocks_per_cell, out=self.offsets[1:])
+        self.offsets[1:] += share.blocks_before
         self.mesh = self._read_mesh()
-        self._check_consistent()
+        self._check_consistent(share.blocks)
         self.mass, self.mass_source = particle_mass(config, name)
         self.threshold, self.threshold_source = sparsity_threshold(file, config, name, warn=self.block_count > 0)
+
+    def _chunk_blocks(self, start: int, stop: int) -> np.ndarray:
+        """Blocks of the cell chunks ``[start, stop)``: what the ranks' shares balance."""
+        first, last = (min(k * chunks.CHUNK_CELLS, self.cell_count) for k in (start, stop))
+        blocks = self._file.read_rows(self._blocks_per_cell, first, last).astype(np.int64)
+        return np.add.reduceat(blocks, np.arange(0, len(blocks), chunks.CHUNK_CELLS)) if len(blocks) else blocks
 
     def __repr__(self) -> str:
         return f"Population({self.name!r}, cells={self.cell_count}, blocks={self.block_count})"
@@ -194,7 +209,8 @@ class Population:
 
     @property
     def cell_count(self) -> int:
-        return len(self.cell_ids)
+        """Cells of the population (not just of the window)."""
+        return self._cell_ids.arraysize
 
     @property
     def block_count(self) -> int:
@@ -233,13 +249,15 @@ class Population:
             return None
         return read_velocity_mesh(self._file, self.name)
 
-    def _check_consistent(self) -> None:
-        where = f"{self._file.path}: population {self.name}"
-        if len(self.cell_ids) != len(self.blocks_per_cell):
+    def _check_cell_counts(self) -> None:
+        if self._cell_ids.arraysize != self._blocks_per_cell.arraysize:
             raise InconsistentPopulationError(
-                f"{where}: {len(self.cell_ids)} CELLSWITHBLOCKS but {len(self.blocks_per_cell)} BLOCKSPERCELL"
+                f"{self._file.path}: population {self.name}: {self._cell_ids.arraysize} CELLSWITHBLOCKS but "
+                f"{self._blocks_per_cell.arraysize} BLOCKSPERCELL"
             )
-        total = int(self.offsets[-1])
+
+    def _check_consistent(self, total: int) -> None:
+        where = f"{self._file.path}: population {self.name}"
         if total != self._ids.arraysize or total != self._values.arraysize:
             raise InconsistentPopulationError(
                 f"{where}: BLOCKSPERCELL sums to {total} blocks but BLOCKIDS has {self._ids.arraysize} "
@@ -254,10 +272,12 @@ class Population:
             raise InconsistentPopulationError(f"{where}: BLOCKIDS must be uint and BLOCKVARIABLE float")
 
     def cells(self, start: int, stop: int) -> CellBatch:
-        """Cells ``[start, stop)`` in storage order, their blocks read from the file on demand."""
-        if not 0 <= start <= stop <= self.cell_count:
-            raise IndexError(f"cells [{start}, {stop}) outside the {self.cell_count} cells of {self.name}")
-        first_row, last_row = int(self.offsets[start]), int(self.offsets[stop])
+        """Cells ``[start, stop)`` (of the window) in storage order, their blocks read from the file on demand."""
+        first, last = self.window
+        if not first <= start <= stop <= last:
+            raise IndexError(f"cells [{start}, {stop}) outside the cells [{first}, {last}) of {self.name} read here")
+        offsets = self.offsets[start - first : stop - first + 1]
+        first_row, last_row = int(offsets[0]), int(offsets[-1])
         block_ids = self._file.read_rows(self._ids, first_row, last_row)
         if block_ids.size and self.mesh is not None and int(block_ids.max()) >= self.mesh.block_count:
             raise InconsistentPopulationError(
@@ -267,8 +287,8 @@ class Population:
         return CellBatch(
             population=self.name,
             first=start,
-            cell_ids=self.cell_ids[start:stop],
-            offsets=self.offsets[start : stop + 1] - first_row,
+            cell_ids=self.cell_ids[start - first : stop - first],
+            offsets=offsets - first_row,
             block_ids=block_ids,
             values=self._file.read_rows(self._values, first_row, last_row),
         )
@@ -277,21 +297,17 @@ class Population:
         """Block ids and block values (rows of ``wid``³) of the stored cell at ``index``."""
         return self.cells(index, index + 1).cell(0)
 
-    def batches(
-        self, max_blocks: int = 1 << 20, max_cells: int | None = None, cells: tuple[int, int] | None = None
-    ) -> Iterator[CellBatch]:
-        """Consecutive batches of whole cells (of all, or of the range ``cells``), each at most
-        ``max_blocks`` blocks (unless one cell alone is larger) and ``max_cells`` cells, so memory
-        stays bounded for any file size."""
-        for start, end in self.batch_ranges(max_blocks, max_cells, cells):
+    def batches(self, max_blocks: int = 1 << 20, max_cells: int | None = None) -> Iterator[CellBatch]:
+        """Consecutive batches of the window's whole cells, each at most ``max_blocks`` blocks
+        (unless one cell alone is larger) and ``max_cells`` cells, so memory stays bounded for
+        any file size."""
+        for start, end in self.batch_ranges(max_blocks, max_cells):
             yield self.cells(start, end)
 
-    def batch_ranges(
-        self, max_blocks: int = 1 << 20, max_cells: int | None = None, cells: tuple[int, int] | None = None
-    ) -> list[tuple[int, int]]:
+    def batch_ranges(self, max_blocks: int = 1 << 20, max_cells: int | None = None) -> list[tuple[int, int]]:
         """The ``[start, stop)`` cell ranges of :meth:`batches`."""
-        first, stop = (0, self.cell_count) if cells is None else cells
-        return [(first + a, first + b) for a, b in cell_ranges(self.offsets[first : stop + 1], max_blocks, max_cells)]
+        first = self.window[0]
+        return [(first + a, first + b) for a, b in cell_ranges(self.offsets, max_blocks, max_cells)]
 
 
 def cell_ranges(offsets: np.ndarray, max_blocks: int, max_cells: int | None = None) -> list[tuple[int, int]]:
@@ -312,13 +328,15 @@ def cell_ranges(offsets: np.ndarray, max_blocks: int, max_cells: int | None = No
 class VlasiatorFile:
     """A Vlasiator output or restart file: its populations and what kind of file it is."""
 
-    def __init__(self, path: str | os.PathLike | vlsv.VlsvFile):
+    def __init__(self, path: str | os.PathLike | vlsv.VlsvFile, comm=None):
+        """Open ``path``; with ``comm`` (an MPI job's ranks, collectively) each population reads
+        only its rank's share of its cells (:attr:`Population.window`)."""
         self.vlsv = path if isinstance(path, vlsv.VlsvFile) else vlsv.read(path)
         self.path = self.vlsv.path
         config = self.vlsv.find("CONFIG")
         self.config = parse_config(self.vlsv.read_text(config)) if config is not None else None
         names = [e.name for e in self.vlsv.elements if e.tag in ("BLOCKIDS", "BLOCKVARIABLE") and e.name]
-        self.populations = {name: Population(self.vlsv, name, self.config) for name in dict.fromkeys(names)}
+        self.populations = {name: Population(self.vlsv, name, self.config, comm) for name in dict.fromkeys(names)}
 
     def __enter__(self) -> VlasiatorFile:
         return self

@@ -15,13 +15,13 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import zstandard
 
-from . import __version__, integrity, layout, vlsv
+from . import __version__, chunks, integrity, layout, vlsv
 from .cells import CompressedCells
 from .errors import VdfzipError
 from .fileio import check_output_path
@@ -68,7 +68,8 @@ class PopulationSummary:
 @dataclass
 class EncodedPopulation:
     """A population's encoding, ready to be written: in-memory index and moments, spooled records,
-    and the replaced arrays as the decoded file will hold them (by tag)."""
+    and the replaced arrays as the decoded file will hold them (by tag). Under MPI each rank holds
+    the encoding of its share, cells ``first_cell`` on."""
 
     species: Species
     originals: dict[str, vlsv.Element]
@@ -77,38 +78,46 @@ class EncodedPopulation:
     moments: np.ndarray
     spool: BinaryIO | None  # the population's records, in cell order
     summary: PopulationSummary
+    first_cell: int = 0
 
-    @property
-    def packed_index(self) -> bytes:
-        return zstandard.ZstdCompressor(level=19).compress(self.index.tobytes())
+    @cached_property
+    def frames(self) -> list[bytes]:
+        """The index chunks of the cells held here, as :mod:`vdfzip.chunks` stores them."""
+        return chunks.frames(self.index)
 
-    def arrays(self) -> dict[str, tuple[str, np.ndarray | None, dict]]:
-        """Per original tag, the vdfzip array that takes its place: (tag, data, attributes); the
-        data of VDFZIP_RECORDS is None (the spooled records, written in pieces)."""
-        attrs = {"name": self.species.name, "mesh": "SpatialGrid"}
-        packed = self.packed_index
-        text = self._header(packed)
-        header_attrs = attrs | {"format_version": layout.FORMAT_VERSION, "vdfzip_version": __version__,
-                                "crc32": layout.checksum(text)}
-        return {
-            "CELLSWITHBLOCKS": ("VDFZIP_INDEX", np.frombuffer(packed, np.uint8), attrs),
-            "BLOCKSPERCELL": ("VDFZIP_MOMENTS", self.moments, attrs),
-            "BLOCKIDS": ("VDFZIP_HEADER", np.frombuffer(text, np.uint8), header_attrs),
-            "BLOCKVARIABLE": ("VDFZIP_RECORDS", None, attrs),
-        }
+    def directory(self, bases: chunks.Bases = chunks.Bases()) -> np.ndarray:
+        """The directory entries of the chunks held here, which start at ``bases``."""
+        return chunks.directory(self.frames, layout.record_sizes(self.index), self.index["blocks"], self.moments, bases)
 
-    def _header(self, index_bytes: bytes) -> bytes:
+    def header_text(self) -> bytes:
         header = self.settings | {
             "format": layout.FORMAT_VERSION,
             "vdfzip": __version__,
             "population": self.species.name,
             "threshold": self.species.threshold,
             "dtype": self.species.dtype.str,
+            "index_chunk_cells": chunks.CHUNK_CELLS,
             "replaces": {layout.REPLACEMENT[tag]: {"attrs": dict(e.attrs), "offset": e.offset}
                          for tag, e in self.originals.items()},
-            "checksums": {"index": layout.checksum(index_bytes), "moments": layout.checksum(self.moments)},
         }
         return json.dumps(header, sort_keys=True).encode()
+
+    def arrays(self) -> dict[str, tuple[str, np.ndarray | None, dict]]:
+        """Per original tag, the vdfzip array that takes its place: (tag, data, attributes); the
+        data of VDFZIP_RECORDS is None (the spooled records, written in pieces)."""
+        attrs = {"name": self.species.name, "mesh": "SpatialGrid"}
+        text = self.header_text()
+        index = np.frombuffer(self.directory().tobytes() + b"".join(self.frames), np.uint8)
+        return {
+            "CELLSWITHBLOCKS": ("VDFZIP_INDEX", index, attrs),
+            "BLOCKSPERCELL": ("VDFZIP_MOMENTS", self.moments, attrs),
+            "BLOCKIDS": ("VDFZIP_HEADER", np.frombuffer(text, np.uint8), self.header_attrs(text)),
+            "BLOCKVARIABLE": ("VDFZIP_RECORDS", None, attrs),
+        }
+
+    def header_attrs(self, text: bytes) -> dict:
+        return {"name": self.species.name, "mesh": "SpatialGrid", "format_version": layout.FORMAT_VERSION,
+                "vdfzip_version": __version__, "crc32": layout.checksum(text)}
 
     def write_array(self, writer: vlsv.VlsvWriter, vdfzip_tag: str, data: np.ndarray | None, attrs: dict) -> None:
         """Write one of :meth:`arrays` (the records from the spool)."""

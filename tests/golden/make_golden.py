@@ -4,12 +4,12 @@ decode bit for bit (docs/format.md: every reader reads every older format versio
 Run once per format version, never again for a version already committed:
 
     python tests/golden/make_golden.py write tests/golden/v2        # with the vdfzip of that version
-    python tests/golden/make_golden.py record tests/golden           # SHA-256 of the decoded files
+    python tests/golden/make_golden.py record tests/golden           # SHA-256 of the new files, decoded
 
 ``write`` uses whatever ``vdfzip`` is importable, so the files of an older version come from a
 checkout of it (``PYTHONPATH=/path/to/old/checkout python tests/golden/make_golden.py write
-tests/golden/v1 --orders keep``); ``record`` decodes them with the current vdfzip and writes
-``golden.json``. The source of every file is :func:`golden_source`: the 64 blocks around the peak
+tests/golden/v1 --orders keep``); ``record`` decodes the files that ``golden.json`` does not list yet with
+the current vdfzip and adds them, with the CPU kind that decoded them. The source of every file is :func:`golden_source`: the 64 blocks around the peak
 of each population of ``shared/data/fullf.0000001.vlsv``, in the file's own block order.
 """
 
@@ -79,29 +79,37 @@ def sha256(path: Path) -> str:
 
 
 def record(root: Path) -> None:
-    """``golden.json``: per golden file, what it is and the SHA-256 of its decoded file."""
+    """Add to ``golden.json``, per golden file not yet in it, what it is, the SHA-256 of its
+    decoded file and the machine that decoded it (entries already there are never recorded again:
+    lossy decoding is bit-exact only on the CPU kind that recorded it)."""
     import warnings
 
     import llvmlite.binding
 
     from vdfzip.decode import decode_file
 
+    manifest_path = root / "golden.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {"files": {}}
     scratch = root / "scratch"
     scratch.mkdir(exist_ok=True)
     source = golden_source(scratch / "source.vlsv")
-    entries = {}
+    if manifest.setdefault("source_sha256", sha256(source)) != sha256(source):
+        raise SystemExit("the golden source is no longer reproduced: its recorded files cannot be extended")
+    machine = {"cpu": llvmlite.binding.get_host_cpu_name(), "machine": platform.machine(), "numpy": np.__version__}
     for path in sorted(root.glob("v*/*.vdfz.vlsv")):
+        name = str(path.relative_to(root))
+        if name in manifest["files"]:
+            continue
         label, profile, order = path.name[: -len(".vdfz.vlsv")].split("-")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # format 1 has no whole-file checksums: it says so
             decoded = decode_file(path, scratch / "decoded.vlsv", progress=False, force=True)
-        entries[str(path.relative_to(root))] = {
-            "method": CODECS[label], "profile": profile, "block_order": order, "tol": TOL, "decoded_sha256": sha256(decoded),
+        manifest["files"][name] = {
+            "method": CODECS[label], "profile": profile, "block_order": order, "tol": TOL,
+            "decoded_sha256": sha256(decoded), "recorded_on": machine,
         }
-    machine = {"cpu": llvmlite.binding.get_host_cpu_name(), "machine": platform.machine(),
-               "numpy": np.__version__}
-    (root / "golden.json").write_text(json.dumps({"source_sha256": sha256(source), "recorded_on": machine,
-                                                  "files": entries}, indent=1) + "\n")
+    manifest.setdefault("recorded_on", machine)
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     for leftover in scratch.iterdir():
         leftover.unlink()
     scratch.rmdir()
