@@ -92,7 +92,7 @@ def reseal_with_header(compressed, path, population, text: bytes):
 
 def reseal_with_index(compressed, path, population, packed: bytes):
     """A copy of a compressed file whose ``population`` VDFZIP_INDEX holds the bytes ``packed``, with
-    the header's index checksum, the header's own and the whole-file checksums made anew."""
+    the header's index checksum (formats 1-3), the header's own and the whole-file checksums made anew."""
     import json
 
     from vdfzip import integrity, layout
@@ -101,7 +101,8 @@ def reseal_with_index(compressed, path, population, packed: bytes):
     with CompressedFile(compressed) as f:
         restored = f.restored_elements()
         header = json.loads(json.dumps(f.populations[population].header))
-    header["checksums"]["index"] = layout.checksum(packed)
+    if "checksums" in header:  # formats 1-3: the whole index's CRC (format 4 checks each chunk)
+        header["checksums"]["index"] = layout.checksum(packed)
     replaced = {"VDFZIP_INDEX": packed, "VDFZIP_HEADER": json.dumps(header, sort_keys=True).encode()}
     with vlsv.read(compressed) as f, vlsv.VlsvWriter(path) as w:
         for e in f.write_order():

@@ -94,7 +94,7 @@ def test_a_directory_out_of_order_is_refused_even_with_its_checksums_made_anew()
     index, moments, data = _population()
     directory = np.frombuffer(data[: 3 * chunks.DIRECTORY_DTYPE.itemsize].tobytes(), chunks.DIRECTORY_DTYPE).copy()
     directory["record_offset"][1] = directory["record_offset"][2] + 1
-    directory["crc32"] = chunks._entry_crcs(directory)
+    directory["crc32"] = chunks.entry_checksums(directory)
     data = np.concatenate([np.frombuffer(directory.tobytes(), np.uint8), data[len(directory.tobytes()):]])
     with pytest.raises(CorruptFileError, match="record offsets out of order"):
         _reader(index, moments, data).read(0, 3)

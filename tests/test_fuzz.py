@@ -23,7 +23,7 @@ from badfiles import reseal_with_header, reseal_with_index, reseal_with_integrit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vdfzip import blockset, content, integrity, layout, vlsv
+from vdfzip import blockset, chunks, content, integrity, layout, vlsv
 from vdfzip.codecs import PayloadError, codec_ids, get_codec
 from vdfzip.codecs.octree import block_corners
 from vdfzip.decode import CompressedFile, decode_file
@@ -578,6 +578,36 @@ def test_edited_index_decodes_or_refuses(scratch, packed):
     refused_or(decode_everything, path, scratch / "index.out.vlsv")
 
 
+CHUNKED_SOURCE = GOLDEN.parent / "v4" / "octree-core-keep.vdfz.vlsv"
+with vlsv.read(CHUNKED_SOURCE) as _f:
+    CHUNKED_INDEX = bytes(_f.raw(_f.element("VDFZIP_INDEX", name=POPULATION)))
+
+
+@st.composite
+def edited_directory(draw) -> bytes:
+    """Format 4's chunked index (one chunk here) with a directory field changed and the entry's
+    checksum made anew, or any of its bytes changed."""
+    size = chunks.DIRECTORY_DTYPE.itemsize
+    if draw(st.booleans()):
+        directory = np.frombuffer(CHUNKED_INDEX[:size], chunks.DIRECTORY_DTYPE).copy()
+        field = draw(st.sampled_from(chunks.DIRECTORY_DTYPE.names[:-1]))
+        limit = 2 ** (8 * chunks.DIRECTORY_DTYPE[field].itemsize) - 1
+        directory[field][0] = draw(st.integers(0, limit) | st.integers(0, 3))
+        directory["crc32"] = chunks.entry_checksums(directory)
+        return directory.tobytes() + CHUNKED_INDEX[size:]
+    data = bytearray(CHUNKED_INDEX)
+    data[draw(st.integers(0, len(data) - 1))] ^= draw(st.integers(1, 255))
+    return bytes(data)
+
+
+@fuzz_settings(100)
+@given(packed=edited_directory())
+def test_edited_chunk_directory_decodes_or_refuses(scratch, packed):
+    path = scratch / "directory.vdfz.vlsv"
+    reseal_with_index(CHUNKED_SOURCE, path, POPULATION, packed)
+    refused_or(decode_everything, path, scratch / "directory.out.vlsv")
+
+
 with vlsv.read(INDEX_SOURCE) as _f:
     MANIFEST = json.loads(_f.raw(_f.element(integrity.TAG)).tobytes())
 
@@ -599,4 +629,6 @@ def test_resealed_files_decode(scratch):
     reseal_with_index(INDEX_SOURCE, scratch / "same.vdfz.vlsv", POPULATION, zstandard.compress(INDEX.tobytes()))
     decode_everything(scratch / "same.vdfz.vlsv", scratch / "same.out.vlsv")
     reseal_with_integrity(INDEX_SOURCE, scratch / "same.vdfz.vlsv", json.dumps(MANIFEST).encode())
+    decode_everything(scratch / "same.vdfz.vlsv", scratch / "same.out.vlsv")
+    reseal_with_index(CHUNKED_SOURCE, scratch / "same.vdfz.vlsv", POPULATION, CHUNKED_INDEX)
     decode_everything(scratch / "same.vdfz.vlsv", scratch / "same.out.vlsv")

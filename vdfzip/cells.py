@@ -139,7 +139,7 @@ class CompressedCells(layout.RecordTable):
     def _header(self) -> bytes:
         species = self.species
         return json.dumps({
-            "format": layout.FORMAT_VERSION, "vdfzip": __version__, "population": species.name,
+            "format": layout.RECORD_FORMAT, "vdfzip": __version__, "population": species.name,
             "mesh": asdict(species.mesh), "threshold": species.threshold, "mass": species.mass,
             "dtype": species.dtype.str, "settings": self.settings, "first": self.first, "seconds": self.seconds,
             "fit_steps": self.fit_steps,
@@ -175,9 +175,9 @@ class CompressedCells(layout.RecordTable):
                               [cells * layout.INDEX_DTYPE.itemsize, cells * 80, cells * 8, records])
         except (ValueError, KeyError, TypeError) as exc:
             raise CorruptBlobError(f"the compressed-cells header does not parse: {exc}") from None
-        if header.get("format") != layout.FORMAT_VERSION:
+        if header.get("format") != layout.RECORD_FORMAT:
             raise layout.UnsupportedFormatError(f"compressed cells of record format {header.get('format')}; this "
-                                                f"vdfzip reads {layout.FORMAT_VERSION}")
+                                                f"vdfzip reads {layout.RECORD_FORMAT}")
         index = np.frombuffer(sections[0], layout.INDEX_DTYPE)
         moments = np.frombuffer(sections[1], "<f8").reshape(cells, layout.MOMENT_COLUMNS)
         return cls(species, header["settings"], index, moments, sections[3], np.frombuffer(sections[2], "<f8"),

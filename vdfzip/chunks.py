@@ -4,7 +4,7 @@ Why: a 6 TiB restart has ~38 million cells; with its index one zstd frame and it
 one checksum, every MPI rank read and checked the whole of both (~90 B per cell: 3.4 GB per rank)
 to decode its few hundred cells. In chunks of :data:`CHUNK_CELLS` cells, a rank reads the
 directory entries, index frames and moment rows of its own chunks, and writes just those:
-ranks' shares start at chunk boundaries (:meth:`vdfzip.vlasiator.Population.share`).
+ranks' shares start at chunk boundaries (:attr:`vdfzip.vlasiator.Population.window`).
 
 ``VDFZIP_INDEX`` is the directory, one :data:`DIRECTORY_DTYPE` entry per chunk, then each chunk's
 index rows as one zstd frame, in cell order. An entry locates its chunk everywhere a rank
@@ -47,11 +47,13 @@ def chunk_count(cells: int) -> int:
     return -(-cells // CHUNK_CELLS)
 
 
-def _crc(data) -> int:
+def checksum(data) -> int:
+    """CRC-32 of bytes or an array's bytes."""
     return zlib.crc32(np.ascontiguousarray(data).reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else data)
 
 
-def _entry_crcs(directory: np.ndarray) -> np.ndarray:
+def entry_checksums(directory: np.ndarray) -> np.ndarray:
+    """The CRC-32 of each directory entry's bytes but its own CRC."""
     body = directory.view(np.uint8).reshape(len(directory), DIRECTORY_DTYPE.itemsize)[:, :-4]
     return np.array([zlib.crc32(row) for row in body], np.uint32)
 
@@ -82,10 +84,10 @@ def directory(frames_: list[bytes], record_sizes: np.ndarray, blocks: np.ndarray
     entries["frame_offset"] = bases.frame + np.cumsum(sizes) - sizes
     entries["record_offset"] = bases.record + np.concatenate([[0], np.cumsum(record_sizes, dtype=np.int64)])[starts]
     entries["block_offset"] = bases.block + np.concatenate([[0], np.cumsum(blocks, dtype=np.int64)])[starts]
-    entries["frame_crc32"] = [_crc(f) for f in frames_]
+    entries["frame_crc32"] = [checksum(f) for f in frames_]
     little = np.ascontiguousarray(moments, "<f8")
-    entries["moments_crc32"] = [_crc(little[a : a + CHUNK_CELLS]) for a in starts]
-    entries["crc32"] = _entry_crcs(entries)
+    entries["moments_crc32"] = [checksum(little[a : a + CHUNK_CELLS]) for a in starts]
+    entries["crc32"] = entry_checksums(entries)
     return entries
 
 
@@ -131,7 +133,7 @@ class ChunkedIndex:
         size = DIRECTORY_DTYPE.itemsize
         raw = self.file.read_rows(self._index, start * size, min(stop + 1, self.units) * size).tobytes()
         entries = np.frombuffer(raw, DIRECTORY_DTYPE)
-        bad = np.flatnonzero(entries["crc32"] != _entry_crcs(entries))
+        bad = np.flatnonzero(entries["crc32"] != entry_checksums(entries))
         if len(bad):
             raise CorruptFileError(f"{self.where}: VDFZIP_INDEX directory entry {start + int(bad[0])} fails its checksum")
         if stop == self.units:
@@ -164,9 +166,9 @@ class ChunkedIndex:
             a = k * self.unit_cells
             cells = min(self.unit_cells, last - first - a)
             chunk = f"chunk {start + k}"
-            if _crc(frame) != entries["frame_crc32"][k]:
+            if checksum(frame) != entries["frame_crc32"][k]:
                 raise CorruptFileError(f"{self.where}: VDFZIP_INDEX {chunk} fails its checksum")
-            if _crc(moments[a : a + cells]) != entries["moments_crc32"][k]:
+            if checksum(moments[a : a + cells]) != entries["moments_crc32"][k]:
                 raise CorruptFileError(f"{self.where}: VDFZIP_MOMENTS {chunk} fails its checksum")
             raw = bounded_decompress(frame, cells * self._dtype.itemsize, CorruptFileError,
                                      f"{self.where}: VDFZIP_INDEX {chunk}")

@@ -7,10 +7,13 @@ place, by one vdfzip array (see ``docs/format.md``):
 =================  ==================  =====================================================
 original           replaced by         content
 =================  ==================  =====================================================
-CELLSWITHBLOCKS    VDFZIP_INDEX        zstd of one :data:`INDEX_DTYPE` row per cell
+CELLSWITHBLOCKS    VDFZIP_INDEX        a directory of chunks of 64 cells, then each chunk's
+                                       :data:`INDEX_DTYPE` rows as one zstd frame (format ≥ 4,
+                                       :mod:`vdfzip.chunks`; before: one frame of all rows)
 BLOCKSPERCELL      VDFZIP_MOMENTS      float64 (cells, 10): n, V, Pxx Pyy Pzz Pxy Pxz Pyz
 BLOCKIDS           VDFZIP_HEADER       JSON text: versions, options, codecs, the original
-                                       arrays' footer attributes, checksums
+                                       arrays' footer attributes (and before format 4 the
+                                       index's and moments' checksums)
 BLOCKVARIABLE      VDFZIP_RECORDS      per cell: block-structure bytes (with the content-block
                                        set in the restart profile), restoration multipliers
                                        (lossy cells, format ≥ 3), then codec payload
@@ -20,7 +23,6 @@ BLOCKVARIABLE      VDFZIP_RECORDS      per cell: block-structure bytes (with the
 from __future__ import annotations
 
 import json
-import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -28,6 +30,7 @@ from functools import cached_property
 import numpy as np
 
 from . import __version__, blockset, chunks, content, distributed, vlsv
+from .chunks import checksum
 from .codecs import Codec, get_codec
 from .errors import CorruptFileError, VdfzipError
 from .physics import PRESSURE_COMPONENTS, Moments
@@ -35,10 +38,14 @@ from .reconstruct import decode_payloads, restored
 from .vlasiator import CellBatch, VelocityMesh, cell_ranges, parse_config, particle_mass, read_velocity_mesh, sparsity_threshold
 
 #: Version 2 added the whole-file checksums (:mod:`vdfzip.integrity`), version 3 each lossy cell's
-#: restoration multipliers (decoding applies them instead of solving for them). Every reader
-#: reads every older version (docs/format.md).
+#: restoration multipliers (decoding applies them instead of solving for them), version 4 the
+#: index and moments in chunks (:mod:`vdfzip.chunks`). Every reader reads every older version
+#: (docs/format.md).
 FORMAT_VERSION = 4
 READABLE_FORMATS = (1, 2, 3, 4)
+#: The format of a cell's index row and record (what a :class:`vdfzip.CompressedCells` blob
+#: holds): version 3's, unchanged by version 4, which chunked how a file stores the index and moments.
+RECORD_FORMAT = 3
 REPLACEMENT = {
     "CELLSWITHBLOCKS": "VDFZIP_INDEX",
     "BLOCKSPERCELL": "VDFZIP_MOMENTS",
@@ -64,11 +71,6 @@ MOMENT_COLUMNS = 10
 
 class UnsupportedFormatError(VdfzipError):
     """A compressed file written by a format version this vdfzip cannot read."""
-
-
-def checksum(data) -> int:
-    """CRC-32 of bytes or an array's bytes."""
-    return zlib.crc32(np.ascontiguousarray(data).reshape(-1).view(np.uint8) if isinstance(data, np.ndarray) else data)
 
 
 def moments_to_columns(m: Moments) -> np.ndarray:

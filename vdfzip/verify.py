@@ -212,6 +212,7 @@ def verify_files(original: str | os.PathLike, other: str | os.PathLike, *, plot:
                 acc.merge(share[name][0])
                 pop_methods.update(share[name][1])
             series[name] = acc.cell_series()
+            pop_methods = Counter({codec: n for codec, n in pop_methods.items() if n})  # in the chain's order
             entry = acc.report(population.cell_count) | {"methods": dict(pop_methods)}
             if compressed is not None and name in compressed:
                 entry["profile"] = compressed[name].profile
@@ -267,9 +268,10 @@ def _plot(plot, original, other, series: dict[str, dict]) -> None:
 
 
 def _methods(compressed: dict[str, layout.CompressedPopulation] | None, name: str) -> Counter:
-    """Cells of the window by the codec that stored them."""
+    """Cells of the window by the codec that stored them, every codec of the chain in its order
+    (zeros too: merged over ranks, the order stays the chain's)."""
     if not compressed or name not in compressed:
         return Counter()
     p = compressed[name]
     counts = np.bincount(p.index["codec"], minlength=len(p.codecs))
-    return Counter({codec.codec_id: int(n) for codec, n in zip(p.codecs, counts) if n})
+    return Counter({codec.codec_id: int(n) for codec, n in zip(p.codecs, counts)})

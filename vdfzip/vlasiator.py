@@ -185,9 +185,7 @@ class Population:
         self.cell_ids, self.blocks_per_cell = distributed.agreed(
             comm, lambda: (file.read_rows(self._cell_ids, *self.window), file.read_rows(self._blocks_per_cell, *self.window)))
         #: where each cell of the window starts among the population's blocks (and the last ends)
-        self.offsets = np.full(len(self.blocks_per_cell) + 1, share.blocks_before, dtype=np.int64)
-        np.cumsum(self.blocks_per_cell, out=self.offsets[1:])
-        self.offsets[1:] += share.blocks_before
+        self.offsets = share.blocks_before + np.concatenate([[0], np.cumsum(self.blocks_per_cell, dtype=np.int64)])
         self.mesh = self._read_mesh()
         self._check_consistent(share.blocks)
         self.mass, self.mass_source = particle_mass(config, name)
