@@ -1,12 +1,15 @@
 """Every core of one node (``--jobs``): worker processes give the same bytes as one process,
-errors in a worker reach the caller as one-line errors, and bad job counts are refused."""
+errors in a worker reach the caller as one-line errors, and bad job counts are refused; under
+MPI each rank's numba threads are its share of the node's cores."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from conftest import shared_file
 
-from vdfzip import decode, encode, vlsv, workers
+from vdfzip import decode, distributed, encode, vlsv, workers
 from vdfzip.cli import main
 from vdfzip.decode import decode_file
 from vdfzip.encode import MIN_BATCH_BLOCKS, encode_file
@@ -78,3 +81,21 @@ def test_job_counts(monkeypatch, capsys):
         workers.resolve_jobs(None)
     assert main(["decode", str(RESTART), "--jobs", "0"]) == 2
     assert "--jobs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cpus, bound, local, most, expected", [
+    (128, 128, "128", 128, 1),  # 128 ranks on a 128-core node, unbound: a thread each
+    (128, 128, "4", 128, 32),  # 4 ranks share the node
+    (128, 128, "4", 8, 8),  # never more than NUMBA_NUM_THREADS
+    (128, 4, "32", 128, 4),  # the launcher bound the rank to 4 cores: those
+    (2, 2, None, 2, 2),  # no local-size variable: one rank on the node
+    (2, 2, "3", 2, 1),  # more ranks than cores: still one thread
+])
+def test_each_rank_threads_on_its_share_of_the_node(monkeypatch, cpus, bound, local, most, expected):
+    monkeypatch.setattr(os, "cpu_count", lambda: cpus)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _: set(range(bound)), raising=False)
+    for name in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE"):
+        monkeypatch.delenv(name, raising=False)
+    if local is not None:
+        monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_SIZE", local)
+    assert distributed.rank_threads(most) == expected

@@ -30,6 +30,8 @@ from .fileio import atomic_output
 #: Environment variables an MPI launcher sets in the processes it starts (MPICH/Hydra and
 #: Intel MPI, Open MPI, PMIx, Slurm's srun).
 _LAUNCHER_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_STEP_NUM_TASKS")
+#: Ranks on this node, as MPICH/Hydra, Open MPI and Slurm's srun tell each process.
+_LOCAL_SIZE_VARIABLES = ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE")
 #: Largest piece of one MPI-IO call: element counts stay far below MPI's 2³¹ int limit.
 MAX_WRITE = 1 << 28
 #: Copied arrays are split into pieces of this size, dealt to the ranks in turn.
@@ -66,14 +68,32 @@ class RankError(VdfzipError):
 
 
 def world():
-    """``MPI.COMM_WORLD`` when launched by MPI with more than one rank, else None."""
+    """``MPI.COMM_WORLD`` when launched by MPI with more than one rank, else None (and then
+    numba's threads are this rank's share of the node's cores, :func:`rank_threads`)."""
     if not any(os.environ.get(name) for name in _LAUNCHER_VARIABLES):
         return None
     try:
         from mpi4py import MPI
     except ImportError:
         raise VdfzipError("started by an MPI launcher, but mpi4py is missing: pip install 'vdfzip[mpi]'") from None
-    return MPI.COMM_WORLD if MPI.COMM_WORLD.Get_size() > 1 else None
+    if MPI.COMM_WORLD.Get_size() == 1:
+        return None
+    import numba
+
+    numba.set_num_threads(rank_threads(numba.config.NUMBA_NUM_THREADS))
+    return MPI.COMM_WORLD
+
+
+def rank_threads(most: int) -> int:
+    """Threads for one rank's numba kernels, at most ``most``: the cores the launcher bound the
+    rank to, or, unbound, the node's cores divided among the node's ranks (the launchers'
+    local-size variables). Why: every rank started numba's default of one thread per core of the
+    node, so 128 ranks on a node ran 128 threads per core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores < (os.cpu_count() or cores):
+        return max(1, min(most, cores))
+    local = next((int(os.environ[name]) for name in _LOCAL_SIZE_VARIABLES if os.environ.get(name, "").isdigit()), 1)
+    return max(1, min(most, cores // max(local, 1)))
 
 
 def is_root() -> bool:
