@@ -261,6 +261,23 @@ def test_ranks_verify_as_one_process(serial_decoding, synthetic):
         assert json.loads(job.stdout) == json.loads(json.dumps(verify_files(synthetic, other)))
 
 
+def test_ranks_share_a_compressed_files_checks_and_name_the_damage(tmp_path, serial_decoding, synthetic):
+    """verify of a compressed file whose copied array was changed: the rank that hashes that
+    array (every third array: rank k % 3) says which array, every rank stops."""
+    compressed, _ = serial_decoding(synthetic)
+    data = bytearray(compressed.read_bytes())
+    with vlsv.read(compressed) as f:
+        arrays = [e for e in f.write_order() if e.tag != "VDFZIP_INTEGRITY"]
+        k, damaged = next((k, e) for k, e in enumerate(arrays) if e.tag == "VARIABLE" and k % 3 == 2)
+    data[damaged.offset] ^= 0xFF
+    bad = tmp_path / "bad.vdfz.vlsv"
+    bad.write_bytes(bytes(data))
+    job = _mpi(3, "verify", synthetic, bad)
+    assert job.returncode == 2, (job.stdout, job.stderr)
+    assert job.stderr.count("\n") == 1 and job.stderr.startswith(f"vdfzip: error: rank {k % 3}: ")
+    assert f"array VARIABLE {damaged.name} is damaged" in job.stderr
+
+
 _PAST_4_GIB = r'''
 import sys
 from pathlib import Path

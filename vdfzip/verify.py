@@ -177,14 +177,16 @@ def verify_files(original: str | os.PathLike, other: str | os.PathLike, *, plot:
     per-cell errors along the file and VDF slices of the worst cells (:mod:`vdfzip.plot`).
 
     Under an MPI launcher with more than one rank every rank compares a block-balanced share of
-    each population's cells; rank 0 checks the compressed file, merges the shares in cell order
-    and returns the report (the same as one process's), the other ranks None."""
+    each population's cells and checks a share of a compressed file's checksums
+    (:func:`check_file`); rank 0 merges the shares in cell order and returns the report (the same
+    as one process's), the other ranks None."""
     comm = distributed.world()
     rank = 0 if comm is None else comm.Get_rank()
     agreed = functools.partial(distributed.agreed, comm)
     with distributed.open_input(comm, Path(other), {}) as other_vlsv:
-        if layout.is_compressed(other_vlsv):
-            agreed(lambda: check_file(other) if rank == 0 else None)
+        compressed_other = layout.is_compressed(other_vlsv)
+    if compressed_other:
+        check_file(other, comm=comm)  # collective: each rank checks a share
     with VlasiatorFile(distributed.open_input(comm, Path(original), {}), comm) as source, \
             distributed.open_input(comm, Path(other), {}) as other_vlsv:
         populations = {name: p for name, p in source.populations.items() if p.block_count}
