@@ -12,7 +12,8 @@ import pytest
 
 from badfiles import BAD_INPUTS, copy_with_arrays, corrupt_copy
 from conftest import shared_file
-from vdfzip import vlsv
+from vdfzip import layout, vlsv
+from vdfzip.vlasiator import VDF_TAGS
 from vdfzip.cli import main
 
 
@@ -47,6 +48,23 @@ def test_info_json_on_the_real_restart(capsys, restart_small):
 def test_info_text_report(capsys, restart_small):
     code, out, _ = _run(capsys, "info", str(restart_small))
     assert code == 0 and "restart file" in out and "72 cells, 48,538 blocks" in out and "minValue 1e-15" in out
+
+
+def test_info_describes_compressed_populations(capsys, tmp_path, restart_small):
+    compressed = tmp_path / "c.vdfz.vlsv"
+    assert _run(capsys, "encode", str(restart_small), "-o", str(compressed), "--method", "lossless")[0] == 0
+    code, out, _ = _run(capsys, "info", str(compressed), "--json")
+    proton = json.loads(out)["compressed_populations"]["proton"]
+    with vlsv.read(compressed) as f, vlsv.read(restart_small) as original:
+        stored = sum(f.element(tag, name="proton").nbytes for tag in ("VDFZIP_INDEX", "VDFZIP_MOMENTS",
+                                                                       "VDFZIP_HEADER", "VDFZIP_RECORDS"))
+        plain = sum(original.element(tag, name="proton").nbytes for tag in VDF_TAGS)
+    assert code == 0 and (proton["cells"], proton["blocks"], proton["format"]) == (72, 48538, layout.FORMAT_VERSION)
+    assert (proton["original_vdf_bytes"], proton["compressed_bytes"]) == (plain, stored)
+    assert proton["ratio"] == pytest.approx(plain / stored) and proton["methods"] == {"lossless": 72}
+    code, out, _ = _run(capsys, "info", str(compressed))
+    assert code == 0 and "proton: compressed by vdfzip" in out and "lossless 72" in out
+    assert "no velocity distribution data" not in out
 
 
 @pytest.mark.parametrize("name", ["bulk.amr.vlsv", "init.vlsv"])

@@ -154,7 +154,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="also decode every cell and compare its moments with the stored ones")
     check.set_defaults(run=_run_check)
 
-    info = commands.add_parser("info", help="describe a VLSV file: populations, cells, blocks, meshes")
+    info = commands.add_parser("info", help="describe a VLSV file: populations, cells, blocks, meshes (compressed ones: ratio, codecs)")
     info.add_argument("file")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(run=_run_info)

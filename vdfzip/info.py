@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from . import layout
 from .vlasiator import Population, VlasiatorFile
 
 PERCENTILES = (0, 5, 50, 95, 100)
@@ -38,6 +39,21 @@ def _population_summary(population: Population) -> dict:
     return summary
 
 
+def _compressed_summary(population: layout.CompressedPopulation) -> dict:
+    original = sum(e.nbytes for e in population.original.values())
+    return {
+        "cells": population.total_cells,
+        "blocks": population.total_blocks,
+        "format": population.header["format"],
+        "profile": population.profile.get("name"),
+        "tol": population.header.get("tol"),
+        "original_vdf_bytes": original,
+        "compressed_bytes": population.compressed_bytes,
+        "ratio": original / population.compressed_bytes,
+        "methods": {codec: n for codec, n in population.codec_counts().items() if n},
+    }
+
+
 def describe(file: VlasiatorFile) -> dict:
     """Everything ``vdfzip info`` reports about ``file``, JSON-ready."""
     spatial = file.vlsv.find("VARIABLE", name="CellID")
@@ -49,6 +65,8 @@ def describe(file: VlasiatorFile) -> dict:
         "spatial_cells": spatial.arraysize if spatial is not None else None,
         "arrays": len(file.vlsv.elements),
         "populations": {name: _population_summary(p) for name, p in file.populations.items()},
+        "compressed_populations": {name: _compressed_summary(layout.CompressedPopulation(file.vlsv, name))
+                                   for name in layout.compressed_population_names(file.vlsv)},
     }
 
 
@@ -59,8 +77,15 @@ def format_report(info: dict) -> str:
         f"{info['file']}: {kind} file, {info['size_bytes']:,} bytes, {info['arrays']} arrays, "
         f"{info['spatial_cells'] if info['spatial_cells'] is not None else 'no'} spatial cells"
     ]
-    if not info["has_vdf"]:
+    if not info["has_vdf"] and not info["compressed_populations"]:
         lines.append("  no velocity distribution data")
+    for name, p in info["compressed_populations"].items():
+        methods = ", ".join(f"{k} {v}" for k, v in p["methods"].items())
+        lines.append(
+            f"  {name}: compressed by vdfzip (format {p['format']}, {p['profile']} profile, tol {p['tol']}): "
+            f"{p['cells']:,} cells, {p['blocks']:,} blocks, {p['original_vdf_bytes']:,} VDF bytes in "
+            f"{p['compressed_bytes']:,} (ratio {p['ratio']:.1f}); {methods}"
+        )
     for name, p in info["populations"].items():
         if not p["blocks"]:
             continue

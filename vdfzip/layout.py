@@ -235,6 +235,11 @@ class RecordTable(ABC):
     def blocks_per_cell(self) -> np.ndarray:
         return self.index["blocks"]
 
+    def codec_counts(self) -> dict[str, int]:
+        """Cells stored by each codec of the chain, in the chain's order (zeros too)."""
+        counts = np.bincount(self.index["codec"], minlength=len(self.codecs))
+        return {codec.codec_id: int(n) for codec, n in zip(self.codecs, counts)}
+
     def record(self, cell: int) -> tuple[bytes, bytes, bytes]:
         """(block-structure bytes, restoration bytes, payload) of one cell, checked against its CRC
         (no restoration bytes before format 3)."""

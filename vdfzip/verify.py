@@ -274,6 +274,4 @@ def _methods(compressed: dict[str, layout.CompressedPopulation] | None, name: st
     (zeros too: merged over ranks, the order stays the chain's)."""
     if not compressed or name not in compressed:
         return Counter()
-    p = compressed[name]
-    counts = np.bincount(p.index["codec"], minlength=len(p.codecs))
-    return Counter({codec.codec_id: int(n) for codec, n in zip(p.codecs, counts)})
+    return Counter(compressed[name].codec_counts())
