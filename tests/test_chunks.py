@@ -49,9 +49,8 @@ def _population(seed: int = 0):
 
 
 def _reader(index, moments, data) -> chunks.ChunkedIndex:
-    ends = chunks.Ends(0, int(layout.record_sizes(index).sum()), int(index["blocks"].sum()))
     return chunks.ChunkedIndex(_File(), _Array(data), _Array(moments), CELLS, chunks.CHUNK_CELLS, layout.INDEX_DTYPE,
-                               ends, "test")
+                               int(layout.record_sizes(index).sum()), int(index["blocks"].sum()), "test")
 
 
 @pytest.mark.parametrize("start, stop", [(0, 3), (0, 1), (1, 2), (2, 3), (1, 3), (3, 3), (0, 0)])

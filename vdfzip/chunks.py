@@ -93,8 +93,8 @@ def directory(frames_: list[bytes], record_sizes: np.ndarray, blocks: np.ndarray
 
 @dataclass(frozen=True)
 class Ends:
-    """Where a population's chunks end: their frames (the index's bytes after the directory; the
-    reader measures it), records and blocks."""
+    """Where a population's chunks end: their frames (the index's bytes after the directory),
+    records and blocks."""
 
     frame: int
     record: int
@@ -117,7 +117,8 @@ class ChunkedIndex:
     of a share is a chunk)."""
 
     def __init__(self, file, index_element, moments_element, cells: int, chunk_cells: int, row_dtype: np.dtype,
-                 ends: Ends, where: str):
+                 records: int, blocks: int, where: str):
+        """``records``, ``blocks``: the population's record bytes and blocks (where the last chunk ends)."""
         self.file, self.where, self.cells, self.unit_cells, self._dtype = file, where, cells, chunk_cells, row_dtype
         self.units = -(-cells // chunk_cells)
         self._index, self._moments = index_element, moments_element
@@ -125,7 +126,7 @@ class ChunkedIndex:
         if index_element.arraysize < self._directory_bytes:
             raise CorruptFileError(f"{where}: VDFZIP_INDEX holds {index_element.arraysize} bytes, too few for the "
                                    f"directory of {self.units} chunks")
-        self._ends = Ends(index_element.arraysize - self._directory_bytes, ends.record, ends.block)
+        self._ends = Ends(index_element.arraysize - self._directory_bytes, records, blocks)
 
     def entries(self, start: int, stop: int) -> np.ndarray:
         """Directory entries ``[start, stop)``, checked, and one more row: the run's ends (the next

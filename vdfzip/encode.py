@@ -56,9 +56,9 @@ def default_output(path: Path, suffix: str) -> Path:
 
 
 def _encoding_state(source: Path | VlasiatorFile, settings: Settings) -> dict:
-    """What encoding batches needs (:mod:`vdfzip.workers`): the input (a path, or the file this
-    process has open), the settings (their codecs rebuilt on the CPU in a worker process) and a
-    compressor per population, made on first use."""
+    """What encoding batches needs (:mod:`vdfzip.workers`): the input (the file this process has
+    open, or in a worker process its path), the settings (their codecs rebuilt on the CPU in a
+    worker process) and a compressor per population, made on first use."""
     return {"file": source if isinstance(source, VlasiatorFile) else VlasiatorFile(source), "settings": settings,
             "compressors": {}}
 
@@ -72,11 +72,12 @@ def _encode_range(state: dict, item: tuple[str, int, int]) -> CompressedCells:
     return state["compressors"][name].compress_batch(population.cells(start, stop))
 
 
-def encoding_map(jobs: int, source: Path | VlasiatorFile, settings: Settings, xp=np):
-    """The ordered map :func:`encode_population` encodes batches with: ``jobs`` worker processes,
-    or this process with the codecs as they are (for one job, and where the codecs fit on a GPU,
-    which one process drives)."""
-    return workers.ordered_map(1 if xp is not np else jobs, _encoding_state, (source, settings))
+def encoding_map(jobs: int, file: VlasiatorFile, settings: Settings, xp=np):
+    """The ordered map :func:`encode_population` encodes batches with: ``jobs`` worker processes
+    (each opening ``file`` again), or this process reading ``file`` as it is open, with the codecs
+    as they are (for one job, and where the codecs fit on a GPU, which one process drives)."""
+    jobs = 1 if xp is not np else jobs
+    return workers.ordered_map(jobs, _encoding_state, (file if jobs == 1 else file.path, settings))
 
 
 def batch_blocks(blocks: int, jobs: int) -> int:
@@ -166,7 +167,7 @@ def encode_file(
             encoded = {}
             total = sum(p.cell_count for p in selected)
             jobs = workers.worker_count(jobs, sum(p.block_count for p in selected), ENCODE_BLOCKS_PER_WORKER)
-            mapped = spools.enter_context(encoding_map(jobs, source, settings, xp))
+            mapped = spools.enter_context(encoding_map(jobs, file, settings, xp))
             with tqdm(total=total, unit="cell", desc="encode", disable=None if progress is None else not progress) as bar:
                 for p in selected:
                     # an unnamed file beside the output: the system removes it however the run ends

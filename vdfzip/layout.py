@@ -380,10 +380,9 @@ class CompressedPopulation(RecordTable):
             if moments.vectorsize != MOMENT_COLUMNS or moments.arraysize != self.total_cells or moments.datasize != 8:
                 raise CorruptFileError(f"{self._where()}: VDFZIP_MOMENTS has {moments.arraysize} rows of "
                                        f"{moments.vectorsize}, not one row of {MOMENT_COLUMNS} per cell")
-            ends = chunks.Ends(0, self._records.arraysize, self.total_blocks)
             return chunks.ChunkedIndex(self.file, self.file.element("VDFZIP_INDEX", name=self.name), moments,
-                                       self.total_cells, self.header["index_chunk_cells"], INDEX_DTYPE, ends,
-                                       self._where())
+                                       self.total_cells, self.header["index_chunk_cells"], INDEX_DTYPE,
+                                       self._records.arraysize, self.total_blocks, self._where())
         index = self._read_index()
         values = self.file.read(moments)
         self._verify(values, "moments", "VDFZIP_MOMENTS")

@@ -104,7 +104,7 @@ def _layout(file, mine, runs) -> dict:
         name = source.name
         if source.tag in layout.REPLACEMENT and name in mine:
             e, run = mine[name], runs[name]
-            attrs = {"name": name, "mesh": "SpatialGrid"}
+            attrs = e.array_attrs
             if source.tag == "CELLSWITHBLOCKS":
                 size = chunks.chunk_count(source.arraysize) * chunks.DIRECTORY_DTYPE.itemsize + run.frame_bytes
                 entry = {"tag": "VDFZIP_INDEX", "attrs": vlsv.array_attrs(np.uint8, size, 1, **attrs), "index": name}

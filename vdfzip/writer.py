@@ -105,7 +105,7 @@ class EncodedPopulation:
     def arrays(self) -> dict[str, tuple[str, np.ndarray | None, dict]]:
         """Per original tag, the vdfzip array that takes its place: (tag, data, attributes); the
         data of VDFZIP_RECORDS is None (the spooled records, written in pieces)."""
-        attrs = {"name": self.species.name, "mesh": "SpatialGrid"}
+        attrs = self.array_attrs
         text = self.header_text()
         index = np.frombuffer(self.directory().tobytes() + b"".join(self.frames), np.uint8)
         return {
@@ -115,9 +115,15 @@ class EncodedPopulation:
             "BLOCKVARIABLE": ("VDFZIP_RECORDS", None, attrs),
         }
 
+    @property
+    def array_attrs(self) -> dict:
+        """The footer attributes of the vdfzip arrays but the header (its name and mesh)."""
+        return {"name": self.species.name, "mesh": "SpatialGrid"}
+
     def header_attrs(self, text: bytes) -> dict:
-        return {"name": self.species.name, "mesh": "SpatialGrid", "format_version": layout.FORMAT_VERSION,
-                "vdfzip_version": __version__, "crc32": layout.checksum(text)}
+        """The header array's footer attributes, for its ``text``."""
+        return self.array_attrs | {"format_version": layout.FORMAT_VERSION, "vdfzip_version": __version__,
+                                   "crc32": layout.checksum(text)}
 
     def write_array(self, writer: vlsv.VlsvWriter, vdfzip_tag: str, data: np.ndarray | None, attrs: dict) -> None:
         """Write one of :meth:`arrays` (the records from the spool)."""
