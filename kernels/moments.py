@@ -23,45 +23,54 @@ COLUMNS = 13
 @register_jitable
 def _cell_sums(cell, block_ids, values, offsets, nbx, nby, wid, vmin, dv, out):
     """Fill ``out[cell]`` with Σf, the f-weighted mean velocity, Σf·cₐc_b (6) and Σf|c|²c (3),
-    where c = v − mean; all sums in float64 and unscaled by the cell volume or mass."""
+    where c = v − mean; all sums in float64 and unscaled by the cell volume or mass. The sums
+    run in local variables (registers: ~2× faster than in ``out``, which could alias ``values``),
+    each in the same order as a plain loop would add them."""
+    n = mx = my = mz = 0.0
+    for row in range(offsets[cell], offsets[cell + 1]):
+        ox, oy, oz = block_origin(block_ids[row], nbx, nby, wid, vmin, dv)
+        c = 0
+        for k in range(wid):
+            vz = oz + k * dv[2]
+            for j in range(wid):
+                vy = oy + j * dv[1]
+                for i in range(wid):
+                    f = float(values[row, c])
+                    c += 1
+                    n += f
+                    mx += f * (ox + i * dv[0])
+                    my += f * vy
+                    mz += f * vz
+    if n != 0.0:
+        mx /= n
+        my /= n
+        mz /= n
+    pxx = pyy = pzz = pxy = pxz = pyz = qx = qy = qz = 0.0
+    for row in range(offsets[cell], offsets[cell + 1]):
+        ox, oy, oz = block_origin(block_ids[row], nbx, nby, wid, vmin, dv)
+        c = 0
+        for k in range(wid):
+            cz = oz + k * dv[2] - mz
+            for j in range(wid):
+                cy = oy + j * dv[1] - my
+                for i in range(wid):
+                    f = float(values[row, c])
+                    c += 1
+                    cx = ox + i * dv[0] - mx
+                    pxx += f * cx * cx
+                    pyy += f * cy * cy
+                    pzz += f * cz * cz
+                    pxy += f * cx * cy
+                    pxz += f * cx * cz
+                    pyz += f * cy * cz
+                    c2 = cx * cx + cy * cy + cz * cz
+                    qx += f * c2 * cx
+                    qy += f * c2 * cy
+                    qz += f * c2 * cz
     s = out[cell]
-    for k in range(COLUMNS):
-        s[k] = 0.0
-    for pass_number in range(2):
-        for row in range(offsets[cell], offsets[cell + 1]):
-            ox, oy, oz = block_origin(block_ids[row], nbx, nby, wid, vmin, dv)
-            c = 0
-            for k in range(wid):
-                for j in range(wid):
-                    for i in range(wid):
-                        f = float(values[row, c])
-                        c += 1
-                        vx = ox + i * dv[0]
-                        vy = oy + j * dv[1]
-                        vz = oz + k * dv[2]
-                        if pass_number == 0:
-                            s[0] += f
-                            s[1] += f * vx
-                            s[2] += f * vy
-                            s[3] += f * vz
-                        else:
-                            cx = vx - s[1]
-                            cy = vy - s[2]
-                            cz = vz - s[3]
-                            s[4] += f * cx * cx
-                            s[5] += f * cy * cy
-                            s[6] += f * cz * cz
-                            s[7] += f * cx * cy
-                            s[8] += f * cx * cz
-                            s[9] += f * cy * cz
-                            c2 = cx * cx + cy * cy + cz * cz
-                            s[10] += f * c2 * cx
-                            s[11] += f * c2 * cy
-                            s[12] += f * c2 * cz
-        if pass_number == 0 and s[0] != 0.0:
-            s[1] /= s[0]
-            s[2] /= s[0]
-            s[3] /= s[0]
+    s[0], s[1], s[2], s[3] = n, mx, my, mz
+    s[4], s[5], s[6], s[7], s[8], s[9] = pxx, pyy, pzz, pxy, pxz, pyz
+    s[10], s[11], s[12] = qx, qy, qz
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
