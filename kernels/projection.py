@@ -49,7 +49,7 @@ _FAST = {"reassoc", "contract"}
 @register_jitable(fastmath=_FAST)
 def _weighted_basis(values, row, start, count, wid, ox, oy, oz, dv, center, scale, lam, tile, weight):
     """Rows 0–9 of ``tile``: φ of the ``count`` voxels of block ``row`` from value index
-    ``start``; row ``weight``: their g·exp(λ·φ)."""
+    ``start``; row ``weight``: their g·exp(λ·φ), g = max(value, 0)."""
     i, j, k = start % wid, (start // wid) % wid, start // (wid * wid)  # value index = i + j·wid + k·wid²
     for t in range(count):  # i, j, k counted, not divided out of the index: a fifth of the pass
         ux = (ox + i * dv[0] - center[0]) / scale
@@ -75,8 +75,8 @@ def _weighted_basis(values, row, start, count, wid, ox, oy, oz, dv, center, scal
         for t in range(count):
             tile[weight, t] += lam[m] * tile[m, t]
     for t in range(count):  # libm's exp is a scalar call: kept out of the loops that vectorise
-        g = values[row, start + t]
-        tile[weight, t] = g * math.exp(tile[weight, t]) if g != 0.0 else 0.0
+        g = values[row, start + t]  # clipped at 0 here (a NaN stays NaN, as np.maximum keeps it)
+        tile[weight, t] = 0.0 if g <= 0.0 else g * math.exp(tile[weight, t])
 
 
 @register_jitable(fastmath=_FAST)

@@ -88,10 +88,10 @@ def _regularised(hessian: np.ndarray) -> np.ndarray:
 
 
 def _setup(block_ids, values, offsets, mesh: VelocityMesh, target: Moments):
-    """The kernel problem of g = max(values, 0) and the target sums with their normalisation."""
-    clipped = np.maximum(np.asarray(values, dtype=np.float64), 0.0)
+    """The kernel problem of g = max(values, 0) (the kernels clip) and the target sums with their
+    normalisation."""
     scales = np.where(target.thermal_speed > 0, target.thermal_speed, max(mesh.dv))
-    problem = _Problem(block_ids, clipped, offsets, mesh, target.velocity, scales)
+    problem = _Problem(block_ids, values, offsets, mesh, target.velocity, scales)
     goal = target_sums(target, mesh, target.velocity, scales)
     norm = np.where(goal[:, 0] > 0, goal[:, 0], 1.0)
     return problem, goal, norm

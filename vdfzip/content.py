@@ -78,7 +78,7 @@ def enforce(values: np.ndarray, content: np.ndarray, threshold: float) -> np.nda
     largest voxel raised just above it. Changes are of the threshold's size, far below the moments'
     scale (the caller restores the moments once more)."""
     out = np.array(values, dtype=np.float64)
-    out[~content] = np.minimum(out[~content], threshold * (1 - MARGIN))
+    np.minimum(out, threshold * (1 - MARGIN), out=out, where=~np.asarray(content, dtype=bool)[:, None])
     short = np.flatnonzero(content & (out.max(axis=1, initial=-np.inf) < threshold))
     out[short, out[short].argmax(axis=1)] = threshold * (1 + MARGIN)
     return out
