@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 # the project's torch range does not pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-e2e bench-restart bench-speed bench-runtime bench-scaling clean
+.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-mlp-tail bench-e2e bench-restart bench-speed bench-runtime bench-scaling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,10 @@ bench-restart: install
 
 bench-mlp: install-dev
 	$(BIN)/python bench/mlp_fit.py
+
+# issue 16's tail-aware loss variants for the neural field (torch autograd, 72 restart cells)
+bench-mlp-tail: install-dev
+	$(BIN)/python bench/mlp_tail_loss.py ../shared/data/restart_ipshock_small.vlsv --markdown bench/RESULTS-mlp-tail-loss.md
 
 bench-e2e: install
 	$(BIN)/python bench/end_to_end.py --markdown bench/RESULTS-e2e.md
