@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
+from scipy.special import logsumexp
 
 from vdfzip.codecs.mlp import MlpCodec
 from vdfzip.mesh import voxel_velocities
@@ -54,10 +55,9 @@ def log_base(mixture, velocities):
     """ln base(v) by a log-sum-exp over the components: the base underflows far in the tails."""
     precision, _, _ = mixture.derived()
     points = velocities.T
-    terms = np.stack([np.log(a) - 0.5 * ((p @ (points - c[:, None])) ** 2).sum(0)
-                      for a, p, c in zip(mixture.amplitude, precision, mixture.centre)], axis=1)
-    top = terms.max(axis=1, keepdims=True)
-    return (top + np.log(np.exp(terms - top).sum(axis=1, keepdims=True)))[:, 0]
+    exponents = np.stack([-0.5 * ((p @ (points - c[:, None])) ** 2).sum(0) for p, c in zip(precision, mixture.centre)],
+                         axis=1)
+    return logsumexp(exponents, axis=1, b=mixture.amplitude)
 
 
 def prepared_cells(path):
@@ -187,7 +187,6 @@ def main(argv=None):
     parser.add_argument("--markdown")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    torch.manual_seed(0)
     arch, cells, threshold = prepared_cells(args.path)
     results = []
     for variant in VARIANTS:
