@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 # the project's torch range does not pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-mlp-tail bench-e2e bench-restart bench-speed bench-runtime bench-scaling clean
+.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-mlp-tail bench-mlp-predictor bench-mlp-shared bench-e2e bench-restart bench-speed bench-runtime bench-scaling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,15 @@ bench-mlp: install-dev
 # issue 16's tail-aware loss variants for the neural field (torch autograd, 72 restart cells)
 bench-mlp-tail: install-dev
 	$(BIN)/python bench/mlp_tail_loss.py ../shared/data/restart_ipshock_small.vlsv --markdown bench/RESULTS-mlp-tail-loss.md
+
+# issue 16's neural field as the octree codec's predictor (72 restart cells, restart and core profiles)
+bench-mlp-predictor: install-dev
+	$(BIN)/python bench/mlp_predictor.py ../shared/data/restart_ipshock_small.vlsv --markdown bench/RESULTS-mlp-predictor.md
+
+# issue 16's shared decoder with per-cell latents (72 restart cells and 2000 synthetic ones)
+bench-mlp-shared: install-dev
+	$(BIN)/python bench/mlp_shared_decoder.py ../shared/data/restart_ipshock_small.vlsv --synth-cells 2000 --steps 600 \
+		--markdown bench/RESULTS-mlp-shared-decoder.md
 
 bench-e2e: install
 	$(BIN)/python bench/end_to_end.py --markdown bench/RESULTS-e2e.md

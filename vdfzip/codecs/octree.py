@@ -451,17 +451,22 @@ class OctreeCodec(Codec):
         scale = float(np.abs(original).max(initial=0.0))
         if scale == 0.0:
             return self._pack(Domain("linear", scale), self._empty())  # a cell of zeros: any transform
-        transforms = (self.transform,)
-        if self.transform == "auto":
-            transforms = _LADDER if target.tail_tol is None else (
-                _LOOSE_TAIL_LADDER if target.tail_tol >= LOOSE_TAILS else _TAIL_LADDER)
-        domains = [d for t in transforms if (d := self._domain(t, scale, target)) is not None]
+        domains = self.domains(scale, target)
         layout, judge = BoxLayout.of(block_ids, mesh), target.against(original)
         voxels = layout.flat("zyx")
         payloads = [p for d in domains if (p := self._encode_in(d, layout, voxels, original, judge, target))]
         if not payloads:
             raise ToleranceNotMetError(f"octree cannot reach {target} on this cell; store it losslessly")
         return self._smaller_than_input(min(payloads, key=len), values)
+
+    def domains(self, scale: float, target: Target) -> list[Domain]:
+        """The value domains tried on a cell of maximum ``scale``: the codec's transform, or for
+        ``auto`` the ladder for ``target``'s tail bound."""
+        transforms = (self.transform,)
+        if self.transform == "auto":
+            transforms = _LADDER if target.tail_tol is None else (
+                _LOOSE_TAIL_LADDER if target.tail_tol >= LOOSE_TAILS else _TAIL_LADDER)
+        return [d for t in transforms if (d := self._domain(t, scale, target)) is not None]
 
     def _domain(self, transform: str, scale: float, target: Target) -> Domain | None:
         """The domain of ``transform`` for a cell of maximum ``scale``; None for loglin on a cell
