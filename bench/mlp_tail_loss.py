@@ -78,7 +78,8 @@ def prepared_cells(path):
         f = np.asarray(values, np.float64).ravel()
         voxel = np.rint((velocities - np.asarray(mesh.vmin)) / np.asarray(mesh.dv) - 0.5).astype(int)
         cells.append({"f": f, "u": (velocities - mean) @ whiten.T, "log_base": log_base(prepared.mixture, velocities),
-                      "scale": f.max(), "voxel": voxel - voxel.min(axis=0)})
+                      "scale": f.max(), "voxel": voxel - voxel.min(axis=0),
+                      "components": prepared.mixture.components})
     return codec.architecture, cells, threshold
 
 
