@@ -28,6 +28,7 @@ import argparse  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -148,14 +149,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file")
     parser.add_argument("--tol", type=float, default=1e-2)
-    parser.add_argument("--markdown", help="write the table here")
+    parser.add_argument("--markdown", type=Path, help="write the table here")
     args = parser.parse_args()
     results = {profile: measure(args.file, args.tol, profile) for profile in PROFILES}
     text = table(args.file, args.tol, results)
     print(text)
     if args.markdown:
-        with open(args.markdown, "w") as out:
-            out.write(text)
+        args.markdown.write_text(text)
 
 
 if __name__ == "__main__":

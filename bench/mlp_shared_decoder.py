@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mlp_tail_loss import draw, prepared_cells  # noqa: E402
+from mlp_tail_loss import draw, markdown_table, prepared_cells  # noqa: E402
 
 from vdfzip.codecs import ToleranceNotMetError  # noqa: E402
 from vdfzip.codecs.octree import OctreeCodec  # noqa: E402
@@ -52,6 +52,7 @@ from vdfzip.vlasiator import VlasiatorFile  # noqa: E402
 LATENTS = (8, 32)
 WIDTH, HIDDEN = 64, 3
 S_MAX = 30.0  # the codec's ceiling on the network's log-ratio
+PROFILES = ("core", "restart")
 
 
 class SharedField(torch.nn.Module):
@@ -123,26 +124,29 @@ def scores(model, arch, cells, threshold) -> tuple[np.ndarray, np.ndarray]:
     return np.array(rel), np.array(tail)
 
 
-def octree_bytes(path: str, tol: float, profile: str) -> np.ndarray:
-    """Per cell of the first population: the octree codec's payload bytes for the profile's target."""
+def octree_bytes(path: str, tol: float) -> dict[str, np.ndarray]:
+    """Per profile, per cell of the first population: the octree codec's payload bytes for the
+    profile's target (the raw values' bytes where it refuses)."""
     codec = OctreeCodec("auto")
     with VlasiatorFile(path) as file:
         population = file.population(next(iter(file.populations)))
-        batch, mesh = population.cells(0, population.cell_count), population.mesh
-        target = resolve_profile(profile, None, True).target(tol, population.threshold)
-    sizes = []
-    for c in range(len(batch)):
-        ids, values = batch.cell(c)
-        try:
-            sizes.append(len(codec.encode_cell(ids, values, mesh, target)))
-        except ToleranceNotMetError:
-            sizes.append(np.asarray(values).nbytes)
-    return np.array(sizes)
+        batch, mesh, threshold = population.cells(0, population.cell_count), population.mesh, population.threshold
+    sizes = {}
+    for profile in PROFILES:
+        target = resolve_profile(profile, None, True).target(tol, threshold)
+        sizes[profile] = np.zeros(len(batch), dtype=np.int64)
+        for c in range(len(batch)):
+            ids, values = batch.cell(c)
+            try:
+                sizes[profile][c] = len(codec.encode_cell(ids, values, mesh, target))
+            except ToleranceNotMetError:
+                sizes[profile][c] = np.asarray(values).nbytes
+    return sizes
 
 
 def measure(path: str, label: str, tol: float, steps: int, samples: int, cells_per_step: int) -> list[dict]:
     arch, cells, threshold = prepared_cells(path)
-    octree = {p: octree_bytes(path, tol, p) for p in ("core", "restart")}
+    octree = octree_bytes(path, tol)
     if len(octree["core"]) != len(cells):  # why: the rows below pair cells by position
         raise SystemExit(f"{path}: cells without positive values; this bench needs every cell to have a field")
     mixture_bytes = np.array([4 + 40 * cell["components"] for cell in cells])
@@ -165,14 +169,11 @@ def measure(path: str, label: str, tol: float, steps: int, samples: int, cells_p
 
 
 def table(rows: list[dict], command: str) -> str:
-    keys = list(rows[0])
     lines = ["# One shared decoder with per-cell latents (issue 16, lead 2)", "",
              f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
              f"torch {torch.__version__}, one thread; {datetime.now(timezone.utc):%Y-%m-%d}.", "",
-             f"Command: `{command}`", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(f"{v:.3g}" if isinstance(v, float) else str(v) for v in row.values()) + " |"
-              for row in rows]
-    return "\n".join(lines) + "\n"
+             f"Command: `{command}`", ""]
+    return "\n".join(lines) + "\n" + markdown_table(rows)
 
 
 def main() -> None:
@@ -183,7 +184,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--cells-per-step", type=int, default=64)
-    parser.add_argument("--markdown", help="write the table here")
+    parser.add_argument("--markdown", type=Path, help="write the table here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     options = (args.tol, args.steps, args.samples, args.cells_per_step)
@@ -196,8 +197,7 @@ def main() -> None:
     text = table(rows, "python bench/mlp_shared_decoder.py " + " ".join(sys.argv[1:]))
     print(text)
     if args.markdown:
-        with open(args.markdown, "w") as out:
-            out.write(text)
+        args.markdown.write_text(text)
 
 
 if __name__ == "__main__":
