@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 # the project's torch range does not pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-mlp-tail bench-mlp-predictor bench-mlp-shared bench-e2e bench-restart bench-speed bench-runtime bench-scaling clean
+.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-mlp-tail bench-mlp-predictor bench-mlp-shared bench-neural-default bench-e2e bench-restart bench-speed bench-runtime bench-scaling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,11 @@ bench-mlp-predictor: install-dev
 bench-mlp-shared: install-dev
 	$(BIN)/python bench/mlp_shared_decoder.py ../shared/data/restart_ipshock_small.vlsv --synth-cells 2000 --steps 600 \
 		--markdown bench/RESULTS-mlp-shared-decoder.md
+
+# issue 16's scoreboard: octree, mlp,octree and auto against ZFP and SZ3 in both profiles, one run
+bench-neural-default: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python bench/neural_default.py
 
 bench-e2e: install
 	$(BIN)/python bench/end_to_end.py --markdown bench/RESULTS-e2e.md
