@@ -235,10 +235,17 @@ def _print_warning(message, category, filename, lineno, file=None, line=None):
 
 
 def _on_signal(signum, frame):
-    # the first signal starts the cleanup; more of them must not cut it short
-    for ignored in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(ignored, signal.SIG_IGN)
+    # the first signal starts the cleanup; more of them must not cut it short. They are caught
+    # and dropped, not ignored: a process started during the cleanup (the worker pool replaces
+    # workers a group-wide SIGTERM ended, through a new forkserver) would inherit SIG_IGN, drop
+    # the pool's own SIGTERM and leave the parent waiting for it forever
+    for later in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(later, _drop_signal)
     raise KeyboardInterrupt if signum == signal.SIGINT else _Terminated
+
+
+def _drop_signal(signum, frame):
+    """A signal that comes while an earlier one's cleanup runs."""
 
 
 @contextlib.contextmanager

@@ -14,11 +14,15 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .errors import VdfzipError
+
+#: How long an interrupted map waits for the worker pool to tidy up its threads (seconds).
+STOP_SECONDS = 5.0
 
 #: What the worker's initializer built (the opened input, the codecs), for its tasks.
 _STATE: dict[str, Any] = {}
@@ -80,6 +84,7 @@ def ordered_map(jobs: int, setup: Callable[..., dict], args: tuple) -> Iterator[
     # numba kernel (forking a process whose OpenMP threads have started aborts the child)
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["vdfzip.encode", "vdfzip.decode"])
+    others = set(multiprocessing.active_children())
     pool = context.Pool(jobs, initializer=_start_worker, initargs=(setup, args))
 
     def mapped(task: Callable, items: Iterable) -> Iterator:
@@ -94,9 +99,19 @@ def ordered_map(jobs: int, setup: Callable[..., dict], args: tuple) -> Iterator[
     try:
         yield mapped
     except BaseException:
-        pool.terminate()
+        _stop(pool, others)
         raise
-    else:
-        pool.close()
-    finally:
-        pool.join()
+    pool.close()
+    pool.join()
+
+
+def _stop(pool, others: set) -> None:
+    """Stop the pool's workers at once. ``Pool.terminate`` alone can wait forever once workers
+    died abruptly (a SIGTERM to the whole process group) while the pool was replacing them, so
+    every worker (each child process but ``others``) is killed first and the pool's own cleanup
+    of its threads gets at most STOP_SECONDS."""
+    for worker in set(multiprocessing.active_children()) - others:
+        worker.kill()
+    cleanup = threading.Thread(target=pool.terminate, daemon=True)
+    cleanup.start()
+    cleanup.join(STOP_SECONDS)
