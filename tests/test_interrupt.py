@@ -17,9 +17,10 @@ from vdfzip.encode import encode_file
 
 @pytest.fixture(scope="module")
 def restart(tmp_path_factory):
-    """Enough cells that an encode runs for seconds."""
+    """Enough cells that an encode still runs when the signal comes, 2 s after its temporary
+    output appears (200 cells: ~6 s on 2 workers; 40 cells had ended by then)."""
     path = tmp_path_factory.mktemp("interrupt") / "restart.vlsv"
-    synth.write_synthetic_restart(path, cells=40, seed=2)
+    synth.write_synthetic_restart(path, cells=200, seed=2)
     return path
 
 
