@@ -54,11 +54,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rate_distortion import Cell, peer_at_target  # noqa: E402
+from rate_distortion import BLOCK_BYTES, CELL_OVERHEAD, Cell, peer_at_target  # noqa: E402
 from restart_profile import peer_cell  # noqa: E402
 
 from vdfzip import blockset, chunks, engine, layout, synth, vlasiator  # noqa: E402
 from vdfzip.profiles import resolve_profile  # noqa: E402
+from vdfzip.reconstruct import cell_rows, subset_offsets  # noqa: E402
 from vdfzip.verify import compare_batch  # noqa: E402
 from vdfzip.vlasiator import CellBatch, Species  # noqa: E402
 
@@ -67,7 +68,6 @@ PROFILES = ("core", "restart")
 METHODS = ("octree", "mlp,octree", "auto")
 PEERS = ("zfp", "sz3")
 SYNTHETIC_THRESHOLD = 1e-15
-CELL_BYTES, BLOCK_BYTES = 8 + 4, 4 + 256  # CELLSWITHBLOCKS + BLOCKSPERCELL; block id + 64 float32
 
 
 def load_cases(data: Path, synthetic_per_kind: int) -> list[tuple[str, CellBatch, Species, bool]]:
@@ -96,7 +96,7 @@ def load_cases(data: Path, synthetic_per_kind: int) -> list[tuple[str, CellBatch
 
 
 def original_bytes(batch: CellBatch) -> int:
-    return CELL_BYTES * len(batch) + BLOCK_BYTES * len(batch.block_ids)
+    return CELL_OVERHEAD * len(batch) + BLOCK_BYTES * len(batch.block_ids)
 
 
 def cell_bytes(compressed) -> int:
@@ -158,9 +158,8 @@ def peer_row(batch: CellBatch, species: Species, profile: str, peer: str) -> dic
 
 
 def subset(batch: CellBatch, cells: list[int]) -> CellBatch:
-    rows = np.concatenate([np.arange(batch.offsets[i], batch.offsets[i + 1]) for i in cells])
-    counts = np.diff(batch.offsets)[cells]
-    return CellBatch(batch.population, 0, batch.cell_ids[cells], np.concatenate([[0], np.cumsum(counts)]),
+    rows = cell_rows(batch.offsets, cells)
+    return CellBatch(batch.population, 0, batch.cell_ids[cells], subset_offsets(batch.offsets, cells),
                      batch.block_ids[rows], np.asarray(batch.values)[rows])
 
 
