@@ -122,7 +122,7 @@ def quality(batch: CellBatch, decoded: CellBatch, species: Species) -> dict:
 
 
 def vdfzip_row(batch: CellBatch, species: Species, profile: str, method: str) -> dict:
-    """The product's engine on the whole batch: ratio of the compressed blob, quality after decode."""
+    """The product's engine on the whole batch: ratio of the bytes a file stores, quality after decode."""
     settings = engine.settings(TOL, method, profile, restart=True)
     start = time.perf_counter()
     compressed = engine.compress_batch(batch, species, settings)
