@@ -127,10 +127,10 @@ def vdfzip_row(batch: CellBatch, species: Species, profile: str, method: str) ->
     start = time.perf_counter()
     compressed = engine.compress_batch(batch, species, settings)
     seconds = time.perf_counter() - start
-    methods = compressed.methods
+    methods, stored, header = compressed.methods, cell_bytes(compressed), header_bytes(settings)
     return quality(batch, compressed.decode(), species) | {
-        "ratio": original_bytes(batch) / (cell_bytes(compressed) + header_bytes(settings)), "misses": 0,
-        "cells_ratio": original_bytes(batch) / cell_bytes(compressed), "header_bytes": header_bytes(settings),
+        "ratio": original_bytes(batch) / (stored + header), "misses": 0,
+        "cells_ratio": original_bytes(batch) / stored, "header_bytes": header,
         "mlp_cells": methods.count("mlp"), "methods": dict(Counter(methods)),
         "ms_per_cell": 1e3 * seconds / len(batch)}
 
