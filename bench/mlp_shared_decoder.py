@@ -48,7 +48,7 @@ from vdfzip.profiles import DEFAULT_TAIL_TOL, resolve_profile  # noqa: E402
 from vdfzip.synth import write_synthetic_restart  # noqa: E402
 from vdfzip.vlasiator import VlasiatorFile  # noqa: E402
 
-#: Latent lengths measured; the shared network's width and hidden layers.
+#: Latent lengths measured by default; the shared network's width and hidden layers.
 LATENTS = (8, 32)
 WIDTH, HIDDEN = 64, 3
 S_MAX = 30.0  # the codec's ceiling on the network's log-ratio
@@ -144,14 +144,15 @@ def octree_bytes(path: str, tol: float) -> dict[str, np.ndarray]:
     return sizes
 
 
-def measure(path: str, label: str, tol: float, steps: int, samples: int, cells_per_step: int) -> list[dict]:
+def measure(path: str, label: str, latents: list[int], tol: float, steps: int, samples: int,
+            cells_per_step: int) -> list[dict]:
     arch, cells, threshold = prepared_cells(path)
     octree = octree_bytes(path, tol)
     if len(octree["core"]) != len(cells):  # why: the rows below pair cells by position
         raise SystemExit(f"{path}: cells without positive values; this bench needs every cell to have a field")
     mixture_bytes = np.array([4 + 40 * cell["components"] for cell in cells])
     rows = []
-    for latent in LATENTS:
+    for latent in latents:
         started = time.perf_counter()
         model = train(arch, cells, threshold, latent, steps, samples, min(cells_per_step, len(cells)))
         seconds = time.perf_counter() - started
@@ -180,6 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("file")
     parser.add_argument("--synth-cells", type=int, default=0, help="also a synthetic restart of this many cells")
+    parser.add_argument("--latents", type=int, nargs="+", default=list(LATENTS), help="latent lengths to measure")
     parser.add_argument("--tol", type=float, default=1e-2)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--samples", type=int, default=1024)
@@ -187,7 +189,7 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="write the table here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    options = (args.tol, args.steps, args.samples, args.cells_per_step)
+    options = (args.latents, args.tol, args.steps, args.samples, args.cells_per_step)
     rows = measure(args.file, Path(args.file).stem, *options)
     if args.synth_cells:
         with tempfile.TemporaryDirectory() as scratch:
