@@ -24,6 +24,7 @@ from .errors import CorruptFileError
 
 TAG = "VDFZIP_INTEGRITY"
 VERSION = 1
+HASH = "xxh3-64"
 _FIXED_ATTRS = {"datasize": "1", "datatype": "uint", "vectorsize": "1"}
 
 
@@ -51,7 +52,7 @@ def manifest(elements: Sequence[vlsv.Element], digests: Sequence[str], restored:
     hash to ``digests``; ``restored``: the elements the decoded file will hold, in its order."""
     return json.dumps({
         "version": VERSION,
-        "hash": "xxh3-64",
+        "hash": HASH,
         "arrays": list(digests),
         "footer": vlsv.digest([vlsv.format_footer(list(elements))]),
         "restored_footer": vlsv.digest([restored_footer(restored)]),
@@ -101,6 +102,10 @@ class Manifest:
             raise IntegrityError(f"{where} does not parse") from exc
         if not isinstance(arrays, list):  # why: len() of anything else raised TypeError
             raise IntegrityError(f"{where} does not list the arrays' digests")
+        version, algorithm = entry.get("version"), entry.get("hash")
+        if type(version) is not int or version != VERSION or algorithm != HASH:  # why: True == 1.0 == 1
+            raise IntegrityError(f"{where} is version {version!r} with hash {algorithm!r}; "
+                                 f"this vdfzip checks version {VERSION} with {HASH}")
         order = file.write_order()
         if file.raw_footer() != vlsv.format_footer(order):
             raise IntegrityError(f"{file.path}: the footer has been changed (it is not as vdfzip wrote it)")
