@@ -132,10 +132,12 @@ def _quality(g: np.ndarray, f: np.ndarray, offsets: np.ndarray, threshold: float
 
 
 def vdfzip_row(source: Path, population: str, work: Path, **options) -> dict:
-    """Encode ``source`` in-process, verify the compressed file; the population's columns."""
+    """Encode ``source`` in-process with Vlasiator's block order kept (the order the peers' bytes
+    pay for), verify the compressed file; the population's columns."""
     out = work / "case.vdfz.vlsv"
     start = time.perf_counter()
-    summary = encode_file(source, out, tol=TOL, populations=[population], force=True, progress=False, **options)
+    summary = encode_file(source, out, tol=TOL, populations=[population], block_order="keep", force=True,
+                          progress=False, **options)
     seconds = time.perf_counter() - start
     p = verify_files(source, out)["populations"][population]
     return {
