@@ -38,14 +38,33 @@ def small_work_per_worker(monkeypatch):
     monkeypatch.setattr(decode, "DECODE_BLOCKS_PER_WORKER", MIN_BATCH_BLOCKS)
 
 
+@pytest.fixture
+def worker_counts(monkeypatch) -> list[int]:
+    """The worker counts the maps of encodes and decodes start with, in call order."""
+    counts, real = [], workers.ordered_map
+    monkeypatch.setattr(workers, "ordered_map", lambda jobs, *args: counts.append(jobs) or real(jobs, *args))
+    return counts
+
+
 @pytest.mark.parametrize("profile", ["restart", "core"])
-def test_two_workers_write_the_bytes_of_one_process(tmp_path, encoded_alone, small_work_per_worker, profile):
+def test_two_workers_write_the_bytes_of_one_process(tmp_path, encoded_alone, small_work_per_worker, worker_counts,
+                                                    profile):
     with VlasiatorFile(RESTART) as f:
         assert f.population("proton").block_count >= 2 * MIN_BATCH_BLOCKS  # both workers get batches
     compressed, decoded = encoded_alone[profile]
     mine = encode_file(RESTART, tmp_path / "c.vlsv", profile=profile, jobs=2, progress=False)["output"]
     assert open(mine, "rb").read() == open(compressed, "rb").read()
     assert decode_file(mine, tmp_path / "d.vlsv", jobs=2, progress=False).read_bytes() == decoded.read_bytes()
+    assert worker_counts == [2, 2]
+
+
+def test_lossless_cells_decode_in_this_process(tmp_path, small_work_per_worker, worker_counts):
+    """Workers would only slow them down (bench/RESULTS-speed.md): this process decodes them."""
+    lossless = encode_file(RESTART, tmp_path / "l.vdfz.vlsv", method="lossless", block_order="keep", jobs=1,
+                           progress=False)["output"]
+    decoded = decode_file(lossless, tmp_path / "l.vlsv", jobs=2, progress=False)
+    assert worker_counts == [1, 1]
+    assert decoded.read_bytes() == RESTART.read_bytes()
 
 
 def test_a_worker_error_is_the_callers_error(tmp_path, encoded_alone, small_work_per_worker):

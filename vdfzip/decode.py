@@ -23,10 +23,12 @@ from .fileio import check_output_path
 from .vlasiator import CellBatch
 
 
-#: Blocks of decoding per worker process: ~2.5 s of work on one core (64 MiB of float32 VDF at
-#: ~27 MB/s, bench/RESULTS-speed.md) against a worker's ~2 s start
+#: Blocks of lossy decoding per worker process: ~2.5 s of work on one core (64 MiB of float32 VDF
+#: at ~27 MB/s, bench/RESULTS-speed.md) against a worker's ~2 s start
 #: (:func:`vdfzip.workers.worker_count`). Measured there: 2 workers decoded the 12.6 MB shock
-#: restart 3× slower than one process, a 234 MB synthetic restart 1.9× faster.
+#: restart 3× slower than one process, a 234 MB synthetic restart 1.9× faster. Lossless cells
+#: do not count: this process writes ~175 MB/s of them decoding them itself, and 2 workers made
+#: that slower at any size (0.73× on 234 MB, 0.83× on a 962 MB synthetic restart).
 DECODE_BLOCKS_PER_WORKER = 1 << 18
 
 
@@ -147,7 +149,7 @@ def decode_file(
             decode_on_ranks(comm, compressed, output, mpi_hints or {})
             return output
         total = sum(p.cell_count for p in compressed.populations.values())
-        jobs = workers.worker_count(jobs, sum(p.block_count for p in compressed.populations.values()),
+        jobs = workers.worker_count(jobs, sum(p.lossy_blocks for p in compressed.populations.values()),
                                     DECODE_BLOCKS_PER_WORKER)
         mapped = stack.enter_context(workers.ordered_map(jobs, _decoding_state, (compressed if jobs == 1 else source,)))
         with tqdm(total=total, unit="cell", desc="decode", disable=None if progress is None else not progress) as bar:
