@@ -25,7 +25,7 @@ MOMENT_TOLERANCE = 1e-6
 @dataclass(frozen=True)
 class CheckReport:
     path: str
-    format: int
+    format: int | None  # None: a file without VDF data, which holds no population's header
     arrays: int
     cells: int
     deep: bool
@@ -35,7 +35,7 @@ class CheckReport:
         what = f"{self.arrays} arrays and {self.cells} cell records checked"
         if self.deep:
             what += f", every cell decoded (moments within {self.worst_moment_error:.1e} of the stored ones)"
-        unchecked = "" if self.format >= 2 else " (format 1: non-VDF arrays and footer carry no checksums)"
+        unchecked = " (format 1: non-VDF arrays and footer carry no checksums)" if self.format == 1 else ""
         return f"{self.path}: OK, {what}{unchecked}"
 
 
@@ -68,7 +68,7 @@ def check_file(path: str | os.PathLike, deep: bool = False, comm=None) -> CheckR
 
             worst = comm.allreduce(worst, op=MPI.MAX)
         cells = sum(p.total_cells for p in f.populations.values())
-        file_format = max(p.header["format"] for p in f.populations.values())
+        file_format = max((p.header["format"] for p in f.populations.values()), default=None)
         return CheckReport(str(path), file_format, len(arrays), cells, deep, worst if deep else None)
 
 

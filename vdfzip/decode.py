@@ -48,9 +48,9 @@ class CompressedFile:
         the index and moments of its rank's share of cells only."""
         self.vlsv = path if isinstance(path, vlsv.VlsvFile) else vlsv.read(path)
         self.path = self.vlsv.path
-        names = layout.compressed_population_names(self.vlsv)
-        if not names:
+        if not layout.is_compressed(self.vlsv):
             raise NotCompressedError(f"{self.path} is not a vdfzip-compressed file")
+        names = layout.compressed_population_names(self.vlsv)
         self.manifest = integrity.Manifest.read(self.vlsv)  # first: nothing is parsed from unchecked bytes
         self.populations = {name: layout.CompressedPopulation(self.vlsv, name, comm) for name in names}
         if self.manifest is None:

@@ -29,7 +29,7 @@ from functools import cached_property
 
 import numpy as np
 
-from . import __version__, blockset, chunks, content, distributed, vlsv
+from . import __version__, blockset, chunks, content, distributed, integrity, vlsv
 from .chunks import checksum
 from .codecs import Codec, get_codec
 from .errors import CorruptFileError, VdfzipError
@@ -162,8 +162,9 @@ def _header_problem(header: dict) -> str | None:
 
 
 def is_compressed(file: vlsv.VlsvFile) -> bool:
-    """True if any population of ``file`` is stored by vdfzip."""
-    return file.find("VDFZIP_HEADER") is not None
+    """True if vdfzip wrote ``file``: some population is stored by vdfzip, or (a file without VDF
+    data, which vdfzip copies whole) the file ends in vdfzip's whole-file manifest."""
+    return file.find("VDFZIP_HEADER") is not None or file.find(integrity.TAG) is not None
 
 
 def compressed_population_names(file: vlsv.VlsvFile) -> list[str]:
