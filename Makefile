@@ -9,7 +9,7 @@ DEMO_DIR ?= demo-output
 # the project's torch range does not pull a multi-GB CUDA build.
 TORCH_CPU ?= torch==2.13.0
 
-.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-mlp-tail bench-mlp-predictor bench-mlp-shared bench-neural-default bench-e2e bench-restart bench-speed bench-runtime bench-scaling clean
+.PHONY: demo test test-gpu fuzz install install-dev bench-io bench-rd bench-mlp bench-mlp-tail bench-mlp-predictor bench-mlp-shared bench-mlp-shared-2000 bench-neural-default bench-e2e bench-restart bench-speed bench-runtime bench-scaling clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,13 @@ bench-mlp-predictor: install-dev
 bench-mlp-shared: install-dev
 	$(BIN)/python bench/mlp_shared_decoder.py ../shared/data/restart_ipshock_small.vlsv --synth-cells 2000 --steps 600 \
 		--markdown bench/RESULTS-mlp-shared-decoder.md
+
+# the same on 2000 synthetic cells at ~530 updates per latent: one process per latent, ~40 min each
+SYNTH_2000 := /tmp/vdfzip-synth-2000.vlsv
+bench-mlp-shared-2000: install-dev
+	$(BIN)/vdfzip synth $(SYNTH_2000) --cells 2000 --seed 1 --force
+	$(BIN)/python bench/mlp_shared_decoder.py $(SYNTH_2000) --steps 16600 --latents 8 & \
+		$(BIN)/python bench/mlp_shared_decoder.py $(SYNTH_2000) --steps 16600 --latents 32 && wait $$!
 
 # issue 16's scoreboard: octree, mlp,octree and auto against ZFP and SZ3 in both profiles, one run
 bench-neural-default: install
