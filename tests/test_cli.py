@@ -131,7 +131,7 @@ def test_installed_command_runs(fullf):
 @pytest.mark.parametrize("name", ["bulk.amr.vlsv", "init.vlsv", "1d_single.vlsv"])
 def test_a_file_without_vdf_round_trips_through_every_command(tmp_path, capsys, name):
     """vdfzip copies such a file whole, with its manifest: decode gives the original's bytes back,
-    check passes, and encoding the copy again is refused, as for any file vdfzip wrote."""
+    check and verify pass, and encoding the copy again is refused, as for any file vdfzip wrote."""
     source = shared_file(name)
     encoded, decoded = tmp_path / "e.vdfz.vlsv", tmp_path / "d.vlsv"
     assert _run(capsys, "encode", str(source), "-o", str(encoded))[0] == 0
@@ -139,5 +139,7 @@ def test_a_file_without_vdf_round_trips_through_every_command(tmp_path, capsys, 
     assert decoded.read_bytes() == source.read_bytes()
     code, out, _ = _run(capsys, "check", str(encoded), "--deep")
     assert code == 0 and "OK, " in out and "0 cell records" in out
+    code, out, _ = _run(capsys, "verify", str(source), str(encoded))
+    assert code == 0 and "non-VDF arrays identical: True" in out
     code, _, err = _run(capsys, "encode", str(encoded), "-o", str(tmp_path / "again.vlsv"))
     assert code == 2 and "already compressed by vdfzip" in err and not (tmp_path / "again.vlsv").exists()
