@@ -234,6 +234,14 @@ def test_ranks_decode_the_real_restart_to_the_serial_file(tmp_path, serial_decod
     _assert_decodes_as_serial(tmp_path, serial_decoding, shared_file("restart_ipshock_small.vlsv"), 2)
 
 
+def test_ranks_round_trip_a_file_without_vdf(tmp_path, serial, serial_decoding):
+    """Copied whole with its manifest by the ranks as by one process, and decoded to the original."""
+    source = shared_file("init.vlsv")
+    _assert_same_as_serial(tmp_path, serial, source, 2)
+    _assert_decodes_as_serial(tmp_path, serial_decoding, source, 2)
+    assert serial_decoding(source)[1] == source.read_bytes()
+
+
 def test_a_corrupted_cell_ends_the_decoding_job_with_one_error(tmp_path, serial_decoding, synthetic):
     """The last cell's record fails its CRC: the last rank says so, every rank stops, nothing is left."""
     compressed, _ = serial_decoding(synthetic)
