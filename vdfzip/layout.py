@@ -34,7 +34,7 @@ from .chunks import checksum
 from .codecs import Codec, get_codec
 from .errors import CorruptFileError, VdfzipError
 from .physics import PRESSURE_COMPONENTS, Moments
-from .reconstruct import LOSSLESS, reconstruct
+from .reconstruct import lossless_cells, reconstruct
 from .vlasiator import CellBatch, VelocityMesh, cell_ranges, parse_config, particle_mass, read_velocity_mesh, sparsity_threshold
 
 #: Version 2 added the whole-file checksums (:mod:`vdfzip.integrity`), version 3 each lossy cell's
@@ -419,8 +419,7 @@ class CompressedPopulation(RecordTable):
     def lossy_blocks(self) -> int:
         """Blocks of the window's cells that a lossy codec stores: the decoding work a worker
         process can speed up (a lossless cell decodes about as fast as a worker hands it over)."""
-        lossless = [position for position, codec in enumerate(self.codecs) if codec.codec_id == LOSSLESS]
-        return int(self.index["blocks"][~np.isin(self.index["codec"], lossless)].sum(dtype=np.int64))
+        return int(self.index["blocks"][~lossless_cells(self.index["codec"], self.codecs)].sum(dtype=np.int64))
 
     @property
     def total_cells(self) -> int:

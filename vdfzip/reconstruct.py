@@ -33,6 +33,11 @@ class Reconstruction:
         return self.moments_restored & self.content_kept
 
 
+def lossless_cells(codec_of_cell: np.ndarray, codecs) -> np.ndarray:
+    """Per cell: is it stored by the lossless codec (``codec_of_cell``: positions in ``codecs``)?"""
+    return np.isin(codec_of_cell, [i for i, c in enumerate(codecs) if c.codec_id == LOSSLESS])
+
+
 def select_moments(moments: Moments, cells: np.ndarray) -> Moments:
     """The moments of a subset of cells."""
     return Moments(
@@ -84,7 +89,7 @@ def reconstruct(
     """
     values = np.empty((len(batch.block_ids), mesh.cells_per_block), dtype=dtype)
     moments_ok = np.ones(len(batch), dtype=bool)
-    lossless = np.isin(codec_of_cell, [i for i, c in enumerate(codecs) if c.codec_id == LOSSLESS])
+    lossless = lossless_cells(codec_of_cell, codecs)
     for c in np.flatnonzero(lossless):
         codecs[codec_of_cell[c]].decode_into(payloads[c], values[batch.offsets[c] : batch.offsets[c + 1]])
     cells = np.flatnonzero(~lossless)
