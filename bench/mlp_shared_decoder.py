@@ -47,9 +47,9 @@ from mlp_tail_loss import draw, markdown_table, prepared_cells  # noqa: E402
 from vdfzip import content, layout, physics  # noqa: E402
 from vdfzip.codecs import ToleranceNotMetError  # noqa: E402
 from vdfzip.codecs.octree import OctreeCodec  # noqa: E402
-from vdfzip.metrics import Log10Reference  # noqa: E402
+from vdfzip.metrics import cell_log10_p95  # noqa: E402
 from vdfzip.profiles import DEFAULT_TAIL_TOL, resolve_profile  # noqa: E402
-from vdfzip.reconstruct import solve_restoration  # noqa: E402
+from vdfzip.reconstruct import cell_rel_l2, solve_restoration  # noqa: E402
 from vdfzip.synth import write_synthetic_restart  # noqa: E402
 from vdfzip.vlasiator import VlasiatorFile  # noqa: E402
 
@@ -117,12 +117,6 @@ def train(arch, cells, threshold, latent, steps, samples, cells_per_step) -> Sha
     return model
 
 
-def rel_and_tail(g: np.ndarray, f: np.ndarray, threshold: float) -> tuple[float, float]:
-    """rel L2 and tail p95 of ``g`` against ``f`` (a cell's voxels, any shape)."""
-    g, f = np.ravel(g), np.ravel(f).astype(np.float64)
-    return float(np.linalg.norm(g - f) / np.linalg.norm(f)), Log10Reference(f, threshold).p95(g)
-
-
 def scores(model, arch, cells, path: str, tol: float) -> dict[str, np.ndarray]:
     """Per cell, over all its stored voxels: rel L2 and tail p95 of the field (``rel``, ``tail``),
     and after the product's moment restoration of the field's values, per profile (the restart
@@ -141,8 +135,10 @@ def scores(model, arch, cells, path: str, tol: float) -> dict[str, np.ndarray]:
                     x = torch.tensor(arch.features(cells[c]["u"]))[None]
                     s = model(x, torch.tensor([c]))[0].double().numpy()
                     fields.append(np.exp(cells[c]["log_base"] + s))
-                    out["rel"][c], out["tail"][c] = rel_and_tail(fields[-1], cells[c]["f"], threshold)
             decoded = np.concatenate(fields).reshape(np.shape(batch.values))
+            chunk = slice(start, start + len(batch))
+            out["rel"][chunk] = cell_rel_l2(decoded, batch.values, batch.offsets)
+            out["tail"][chunk] = cell_log10_p95(decoded, batch.values, batch.offsets, threshold)
             target = layout.columns_to_moments(layout.moments_to_columns(physics.batch_moments(batch, species)),
                                                species.mass)
             for profile in PROFILES:
@@ -150,12 +146,11 @@ def scores(model, arch, cells, path: str, tol: float) -> dict[str, np.ndarray]:
                 restorations, solved, values = solve_restoration(batch.block_ids, decoded, batch.offsets, species.mesh,
                                                                  target, keep, threshold)
                 values = values.astype(species.dtype)
-                for i in range(len(batch)):
-                    rows = slice(batch.offsets[i], batch.offsets[i + 1])
-                    rel, tail = rel_and_tail(values[rows], batch.values[rows], threshold)
-                    tail_ok = profile == "core" or tail <= DEFAULT_TAIL_TOL
-                    out[f"met {profile}"][start + i] = solved[i] and rel <= tol and tail_ok
-                    out[f"restoration bytes {profile}"][start + i] = len(restorations[i])
+                rel = cell_rel_l2(values, batch.values, batch.offsets)
+                tails_ok = profile == "core" or cell_log10_p95(values, batch.values, batch.offsets,
+                                                               threshold) <= DEFAULT_TAIL_TOL
+                out[f"met {profile}"][chunk] = solved & (rel <= tol) & tails_ok
+                out[f"restoration bytes {profile}"][chunk] = [len(r) for r in restorations]
     return out
 
 
